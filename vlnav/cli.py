@@ -1,0 +1,138 @@
+"""The ``vlnav`` command line: ``vlnav <command> --help`` for each command's options."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vlnav import VlnavError
+
+DEFAULT_ENV = "envs/procedural.yaml"
+
+
+def _env_config(path: str | None, overrides: list[str]):
+    from vlnav.config import EnvConfig, load_config
+
+    if path is None and Path(DEFAULT_ENV).is_file():
+        path = DEFAULT_ENV
+    return load_config(EnvConfig, path, overrides)
+
+
+def _add_env_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", default=None, help=f"environment YAML (default: {DEFAULT_ENV})")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set sensor.width=128 (repeatable)",
+    )
+
+
+def cmd_scenes_generate(args: argparse.Namespace) -> None:
+    from vlnav.config import from_dict
+    from vlnav.scenes.generator import GeneratorConfig, generate_houses
+
+    cfg = from_dict(GeneratorConfig, {}, "generator")
+    paths = generate_houses(args.count, args.seed, Path(args.out), cfg, progress=True)
+    print(f"wrote {len(paths)} houses to {args.out}")
+
+
+def cmd_episodes_sample(args: argparse.Namespace) -> None:
+    from vlnav.episodes import load_episodes
+    from vlnav.sampler import SPLITS, prepare_data
+
+    cfg = _env_config(args.env, args.overrides)
+    prepare_data(cfg, force=args.force)
+    for split in SPLITS:
+        path = cfg.episodes_path(split)
+        print(f"{split:>10}: {len(load_episodes(path).episodes):5d} episodes  {path}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from vlnav.evaluate import evaluate
+    from vlnav.metrics import format_table
+    from vlnav.sampler import prepare_data
+
+    cfg = _env_config(args.env, args.overrides)
+    if cfg.backend == "builtin":
+        prepare_data(cfg)
+    res = evaluate(
+        cfg, args.agent, args.split, args.episodes, args.workers, args.out, progress=True
+    )
+    print(format_table({args.agent: res.metrics}))
+    print(f"records and metrics in {res.out_dir}")
+
+
+def cmd_quickstart(args: argparse.Namespace) -> None:
+    from vlnav.quickstart import run_quickstart
+
+    cfg = _env_config(args.env, args.overrides)
+    report = run_quickstart(
+        cfg, Path(args.out), episodes=args.episodes, workers=args.workers, videos=args.videos
+    )
+    print(f"report: {report}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vlnav", description="Language-driven vision-and-language navigation."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    scenes = sub.add_parser("scenes", help="procedural houses").add_subparsers(
+        dest="scenes_command", required=True
+    )
+    gen = scenes.add_parser("generate", help="generate houses (SceneSpec JSON + GLB)")
+    gen.add_argument("--count", type=int, default=10, help="number of houses")
+    gen.add_argument("--seed", type=int, default=0, help="random seed")
+    gen.add_argument("--out", required=True, help="output folder")
+    gen.set_defaults(func=cmd_scenes_generate)
+
+    episodes = sub.add_parser("episodes", help="R2R-CE episodes").add_subparsers(
+        dest="episodes_command", required=True
+    )
+    sample = episodes.add_parser(
+        "sample", help="generate the env's houses (if missing) and sample all splits"
+    )
+    _add_env_args(sample)
+    sample.add_argument("--force", action="store_true", help="regenerate existing files")
+    sample.set_defaults(func=cmd_episodes_sample)
+
+    ev = sub.add_parser("eval", help="evaluate an agent; resumable, writes records + metrics")
+    ev.add_argument("--agent", default="oracle", help="random | forward | oracle")
+    _add_env_args(ev)
+    ev.add_argument("--split", default="val_unseen", help="train | val_seen | val_unseen")
+    ev.add_argument("--episodes", type=int, default=None, help="first N episodes (default all)")
+    ev.add_argument("--workers", type=int, default=1, help="worker processes")
+    ev.add_argument("--out", default=None, help="output folder (default runs/eval/...)")
+    ev.set_defaults(func=cmd_eval)
+
+    qs = sub.add_parser("quickstart", help="the whole pipeline on the embedded default")
+    _add_env_args(qs)
+    qs.add_argument("--out", default="runs/quickstart", help="report folder")
+    qs.add_argument("--episodes", type=int, default=100, help="val_unseen episodes per agent")
+    qs.add_argument("--workers", type=int, default=2, help="worker processes")
+    qs.add_argument("--videos", type=int, default=3, help="episode videos to render")
+    qs.set_defaults(func=cmd_quickstart)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except VlnavError as e:
+        print(f"vlnav: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vlnav: interrupted (finished results are kept; rerun to resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""The evaluation harness: roll agents out on episodes, record, resume, aggregate.
+
+Per-episode records are appended to ``records.jsonl`` as episodes finish; a killed run
+restarts where it stopped (finished episodes are skipped, a half-written last line is
+dropped). Metrics are computed from the records by ``vlnav.metrics`` only, once, at the end.
+``workers > 1`` runs episodes in that many ``spawn``-ed processes, each with its own
+simulator (a forked child of a process holding a GL context would hang).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlnav import VlnavError
+from vlnav.agents import make_agent
+from vlnav.config import EnvConfig
+from vlnav.episodes import Episode, load_episodes
+from vlnav.metrics import EpisodeRecord, aggregate, compute_metrics, format_table
+from vlnav.sampler import resample_path
+from vlnav.sim.base import STOP, make_simulator
+
+
+@dataclass
+class EvalResult:
+    agent: str
+    split: str
+    out_dir: Path
+    metrics: dict[str, float]
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_episode(sim: Any, episode: Episode, agent: Any, max_steps: int, seed: int = 0,
+                success_radius: float = 3.0) -> EpisodeRecord:
+    """One rollout: reset, act until STOP or ``max_steps``, and record the trajectory."""
+    obs = sim.reset(episode.scene_id, episode.start_position, episode.start_rotation)
+    agent.reset(episode, sim, seed)
+    goal = list(episode.goal_position)
+    state = sim.agent_state()
+    positions = [list(state.position)]
+    dists = [sim.geodesic_distance(state.position, goal)]
+    actions: list[int] = []
+    stopped = False
+    for _ in range(max_steps):
+        action = int(agent.act(obs, state))
+        actions.append(action)
+        if action == STOP:
+            stopped = True
+            break
+        obs = sim.step(action)
+        state = sim.agent_state()
+        if state.position != positions[-1]:
+            positions.append(list(state.position))
+            dists.append(sim.geodesic_distance(state.position, goal))
+    return EpisodeRecord(
+        episode_id=str(episode.episode_id),
+        scene_id=episode.scene_id,
+        instruction=episode.instruction_text,
+        positions=[[round(v, 4) for v in p] for p in positions],
+        actions=actions,
+        # dense ground-truth locations, as VLN-CE's gt files, so nDTW compares like with like
+        reference_path=resample_path(episode.reference_path, 0.25),
+        goal=goal,
+        geodesic_start_goal=float(episode.geodesic_distance),
+        distance_to_goal=[round(float(d), 4) for d in dists],
+        stopped=stopped,
+        success_radius=success_radius,
+        agent=getattr(agent, "name", type(agent).__name__),
+    )
+
+
+# ---------------------------------------------------------------- worker processes
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(config: EnvConfig, agent_name: str, agent_kwargs: dict[str, Any]) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    agent = make_agent(agent_name, **agent_kwargs)
+    _WORKER["sim"] = make_simulator(config.backend, config, sensors=agent.sensors)
+    _WORKER["agent"] = agent
+    _WORKER["config"] = config
+
+
+def _run_one(task: tuple[int, Episode]) -> dict[str, Any]:
+    index, episode = task
+    cfg: EnvConfig = _WORKER["config"]
+    rec = run_episode(
+        _WORKER["sim"], episode, _WORKER["agent"], cfg.agent.max_steps, seed=index,
+        success_radius=cfg.episodes.success_radius,
+    )
+    d = rec.to_dict()
+    d["metrics"] = compute_metrics(rec)
+    return d
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """Records of a previous (possibly killed) run; a truncated last line is dropped."""
+    if not path.is_file():
+        return []
+    good: list[dict[str, Any]] = []
+    lines = path.read_text().splitlines()
+    for k, line in enumerate(lines):
+        try:
+            good.append(json.loads(line))
+        except json.JSONDecodeError:
+            if k == len(lines) - 1:
+                break  # the run was killed mid-write: drop the partial line
+            raise VlnavError(f"{path}: line {k + 1} is not a JSON record") from None
+    # rewrite without the partial line so appends stay valid JSONL
+    path.write_text("".join(json.dumps(r) + "\n" for r in good))
+    return good
+
+
+def evaluate(
+    config: EnvConfig,
+    agent: str,
+    split: str = "val_unseen",
+    episodes: int | None = None,
+    workers: int = 1,
+    out_dir: str | Path | None = None,
+    agent_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Evaluate ``agent`` on the first ``episodes`` episodes of ``split``; resumable."""
+    from tqdm import tqdm
+
+    agent_kwargs = agent_kwargs or {}
+    make_agent(agent, **agent_kwargs)  # fail fast on an unknown agent
+    path = config.episodes_path(split)
+    if not path.is_file():
+        raise VlnavError(f"no episodes for split '{split}' at {path} (run `vlnav data prepare`)")
+    eps = load_episodes(path).episodes
+    if episodes is not None:
+        eps = eps[:episodes]
+    out = Path(out_dir or Path("runs") / "eval" / f"{agent}-{config.name}-{split}")
+    out.mkdir(parents=True, exist_ok=True)
+    rec_path = out / "records.jsonl"
+    done = read_records(rec_path)
+    done_ids = {r["episode_id"] for r in done}
+    todo = [(k, e) for k, e in enumerate(eps) if str(e.episode_id) not in done_ids]
+    records = list(done)
+    bar = tqdm(total=len(eps), initial=len(eps) - len(todo), desc=f"eval {agent}",
+               disable=not progress, unit="ep")
+    with open(rec_path, "a") as fh:
+        def write(d: dict[str, Any]) -> None:
+            fh.write(json.dumps(d) + "\n")
+            fh.flush()
+            records.append(d)
+            bar.update(1)
+            sr = sum(r["metrics"]["SR"] for r in records) / len(records)
+            bar.set_postfix(SR=f"{sr:.2f}")
+
+        if workers <= 1 or len(todo) <= 1:
+            _init_worker(config, agent, agent_kwargs)
+            try:
+                for task in todo:
+                    write(_run_one(task))
+            finally:
+                _WORKER["sim"].close()
+        else:
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(workers, _init_worker, (config, agent, agent_kwargs)) as pool:
+                for d in pool.imap_unordered(_run_one, todo, chunksize=1):
+                    write(d)
+    bar.close()
+    wanted = {str(e.episode_id) for e in eps}
+    records = [r for r in records if r["episode_id"] in wanted]
+    records.sort(key=lambda r: int(r["episode_id"]) if r["episode_id"].isdigit() else 0)
+    metrics = aggregate([r["metrics"] for r in records])
+    (out / "metrics.json").write_text(
+        json.dumps({"agent": agent, "env": config.name, "split": split, "metrics": metrics},
+                   indent=2) + "\n"
+    )
+    (out / "metrics.md").write_text(format_table({agent: metrics}) + "\n")
+    return EvalResult(agent, split, out, metrics, records)
