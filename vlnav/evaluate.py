@@ -144,7 +144,7 @@ def evaluate(
     todo = [(k, e) for k, e in enumerate(eps) if str(e.episode_id) not in done_ids]
     records = list(done)
     bar = tqdm(total=len(eps), initial=len(eps) - len(todo), desc=f"eval {agent}",
-               disable=not progress, unit="ep")
+               disable=not progress, unit="ep", mininterval=1.0)
     with open(rec_path, "a") as fh:
         def write(d: dict[str, Any]) -> None:
             fh.write(json.dumps(d) + "\n")
@@ -152,7 +152,7 @@ def evaluate(
             records.append(d)
             bar.update(1)
             sr = sum(r["metrics"]["SR"] for r in records) / len(records)
-            bar.set_postfix(SR=f"{sr:.2f}")
+            bar.set_postfix(SR=f"{sr:.2f}", refresh=False)
 
         if workers <= 1 or len(todo) <= 1:
             _init_worker(config, agent, agent_kwargs)

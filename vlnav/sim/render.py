@@ -1,12 +1,20 @@
 """Offscreen renderer of the builtin simulator: RGB, planar depth and instance ids.
 
-One OpenGL pass (moderngl, Mesa EGL: llvmpipe on CPU machines, the GPU driver elsewhere)
-writes three colour attachments at once: shaded colour (RGBA8), the instance id (R32I)
-and eye-space z (R32F, exact planar depth in metres, no depth-buffer linearisation).
+One OpenGL pass (moderngl over Mesa EGL: llvmpipe on CPU machines, the GPU driver
+elsewhere) writes up to three colour attachments at once: shaded colour (RGBA8), the
+instance id (R32I) and the planar depth (R32F, metres along the optical axis, exact: no
+depth-buffer linearisation). Only the attachments of the requested sensors are written and
+read back, so RGB alone is cheaper.
 
-Conventions are Habitat's: y up, metres, heading (yaw) 0 looks along -z and a positive
-yaw turns left (a rotation about +y), so the camera looks along
-``(-sin yaw, 0, -cos yaw)``; positive pitch looks up. Images are row 0 at the top.
+Conventions are Habitat's: y up, metres, heading (yaw) 0 looks along -z and a positive yaw
+turns left (a rotation about +y), so the camera looks along ``(-sin yaw, 0, -cos yaw)``;
+positive pitch looks up. Image row 0 is the top of the image.
+
+Speed on a CPU (llvmpipe) comes from submitting little: triangles are grouped into small
+spatial chunks that are culled against each view's frustum on the CPU and drawn with one
+multi-draw call; back faces of closed meshes are culled; the draw is cut into a few
+flushed pieces so that llvmpipe's raster threads work while the next piece is set up; a
+panorama goes into one tall framebuffer and is read back once.
 
 Nothing here creates a GL context at import time: ``Renderer()`` does.
 
@@ -25,10 +33,11 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,7 +58,7 @@ class RendererError(VlnavError, RuntimeError):
 _VERTEX_SHADER = """
 #version 330
 uniform mat4 u_view;   // world -> eye
-uniform mat4 u_proj;   // eye -> clip (y flipped so that row 0 of the readback is the top)
+uniform mat4 u_proj;   // eye -> clip, y flipped so that row 0 of the readback is the top
 uniform vec3 u_eye;    // camera position in world coordinates
 uniform vec3 u_light;  // unit vector towards the light
 uniform float u_ambient;
@@ -60,26 +69,23 @@ in vec3 in_normal;
 in int in_id;
 
 out vec3 v_color;
-out float v_depth;
 flat out int v_id;
 
 void main() {
-    vec4 eye = u_view * vec4(in_position, 1.0);
-    // Two-sided lighting: turn the normal towards the viewer so both faces of a wall are lit.
+    // Two-sided Lambert: the normal is turned towards the viewer, so a wall seen from
+    // either side is lit the same way.
     vec3 n = in_normal;
     if (dot(n, u_eye - in_position) < 0.0) n = -n;
-    float lambert = max(dot(n, u_light), 0.0);
-    v_color = in_color * (u_ambient + (1.0 - u_ambient) * lambert);
-    v_depth = -eye.z;
+    v_color = in_color * (u_ambient + (1.0 - u_ambient) * max(dot(n, u_light), 0.0));
     v_id = in_id;
-    gl_Position = u_proj * eye;
+    gl_Position = u_proj * (u_view * vec4(in_position, 1.0));
 }
 """
 
+# OUT_<SENSOR> gives the attachment of each requested sensor; the others are compiled out.
 _FRAGMENT_SHADER = """
 #version 330
 in vec3 v_color;
-in float v_depth;
 flat in int v_id;
 #ifdef OUT_RGB
 layout(location = OUT_RGB) out vec4 o_rgb;
@@ -99,14 +105,14 @@ void main() {
     o_id = v_id;
 #endif
 #ifdef OUT_DEPTH
-    o_depth = v_depth;
+    o_depth = 1.0 / gl_FragCoord.w;  // gl_FragCoord.w = 1 / w_clip and w_clip = -z_eye
 #endif
 }
 """
 
 
 def _create_context() -> Any:
-    """A standalone headless GL 3.3 context via EGL, or a one-line error saying how to fix it."""
+    """A standalone headless GL 3.3+ context via EGL, or a one-line error saying how to fix it."""
     try:
         import moderngl
     except ImportError as e:  # pragma: no cover - moderngl is a core dependency
@@ -119,6 +125,23 @@ def _create_context() -> Any:
             f"cannot create a headless OpenGL 3.3 context with EGL ({reason}); "
             f"install Mesa EGL: {EGL_INSTALL_HINT}"
         ) from e
+
+
+def _gl_flush_function() -> Callable[[], None]:
+    """``glFlush`` of the calling thread's current context (moderngl does not expose it).
+
+    A flush hands the triangles set up so far to llvmpipe's raster threads, which then work
+    while the main thread sets up the rest. It only changes timing, so a missing library
+    gives a no-op.
+    """
+    for name in ("libGL.so.1", "libOpenGL.so.0"):
+        try:
+            flush = ctypes.CDLL(name).glFlush
+        except (OSError, AttributeError):
+            continue
+        flush.restype, flush.argtypes = None, []
+        return flush
+    return lambda: None
 
 
 def _normalise_sensors(sensors: Sequence[str] | str) -> tuple[str, ...]:
@@ -136,6 +159,105 @@ def _flat_normals(positions: np.ndarray) -> np.ndarray:
     length = np.linalg.norm(n, axis=1, keepdims=True)
     n = np.divide(n, length, out=np.zeros_like(n), where=length > 0)
     return np.repeat(n, 3, axis=0).astype(np.float32)
+
+
+def _closed_instances(
+    positions: np.ndarray, tri_instance: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Find the instances whose triangles form closed, consistently wound surfaces.
+
+    Seen from outside such a surface its back faces are always hidden behind its front
+    faces, so they can be culled. An instance is closed when, after welding equal vertex
+    positions, every directed edge appears once and its reverse appears once, and its
+    signed volume is not zero; a negative volume (wound inwards) is fixed by flipping it.
+
+    Args:
+        positions: (3T, 3) triangle soup.
+        tri_instance: (T,) instance id of each triangle.
+
+    Returns:
+        cull: (T,) bool, the triangle belongs to a closed instance; flip: (T,) bool, its
+        winding must be reversed to face outwards; lo, hi: (K, 3) bounds of the K closed
+        instances.
+    """
+    n_tri = len(tri_instance)
+    none = np.zeros(n_tri, dtype=bool)
+    empty = np.zeros((0, 3))
+    pos = np.ascontiguousarray(positions, dtype=np.float32)
+    _, vertex = np.unique(pos.view(np.dtype((np.void, 12))).ravel(), return_inverse=True)
+    vertex = vertex.reshape(n_tri, 3).astype(np.int64)
+    _, inst = np.unique(tri_instance, return_inverse=True)
+    inst = inst.astype(np.int64)
+    n_inst = int(inst.max()) + 1
+    if vertex.max() >= 1 << 21 or n_inst >= 1 << 21:  # keys would not fit in 63 bits
+        return none, none.copy(), empty, empty
+    a, b = vertex, np.roll(vertex, -1, axis=1)  # directed edges v0v1, v1v2, v2v0: (T, 3)
+    owner = np.repeat(inst, 3)
+    key = ((inst[:, None] << 42) | (a << 21) | b).ravel()
+    reverse = ((inst[:, None] << 42) | (b << 21) | a).ravel()
+    ordered = np.sort(key)
+    open_instance = np.zeros(n_inst, dtype=bool)
+    open_instance[inst[(a == b).any(axis=1)]] = True  # degenerate triangles
+    open_instance[ordered[1:][ordered[1:] == ordered[:-1]] >> 42] = True  # repeated edges
+    at = np.minimum(np.searchsorted(ordered, reverse), len(ordered) - 1)
+    open_instance[owner[ordered[at] != reverse]] = True  # edges without a twin
+    tri = pos.reshape(-1, 3, 3).astype(np.float64)
+    signed = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])) / 6.0
+    volume = np.bincount(inst, weights=signed, minlength=n_inst)
+    closed = ~open_instance & (np.abs(volume) > 1e-12)
+    cull = closed[inst]
+    flip = cull & (volume[inst] < 0)
+    lo = np.full((n_inst, 3), np.inf)
+    hi = np.full((n_inst, 3), -np.inf)
+    np.minimum.at(lo, inst, tri.min(axis=1))
+    np.maximum.at(hi, inst, tri.max(axis=1))
+    return cull, flip, lo[closed], hi[closed]
+
+
+def _spread_bits(v: np.ndarray) -> np.ndarray:
+    """Put two zero bits between the 10 low bits of each value (for 3-D Morton codes)."""
+    v = v.astype(np.uint64) & np.uint64(0x3FF)
+    v = (v | (v << np.uint64(16))) & np.uint64(0x030000FF)
+    v = (v | (v << np.uint64(8))) & np.uint64(0x0300F00F)
+    v = (v | (v << np.uint64(4))) & np.uint64(0x030C30C3)
+    v = (v | (v << np.uint64(2))) & np.uint64(0x09249249)
+    return v
+
+
+def _spatial_chunks(
+    positions: np.ndarray, group: np.ndarray, chunk_triangles: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cut triangles into small, spatially compact chunks for per-view frustum culling.
+
+    Triangles are sorted by ``group`` (chunks never mix groups), then by whether they are
+    large (longest side over 1 m: floors and walls, kept apart so that they do not inflate
+    the boxes of small-object chunks), then along a Morton curve of their centres, and cut
+    into runs of at most ``chunk_triangles``.
+
+    Returns:
+        order: (T,) triangle permutation; starts: (M,) first triangle of each chunk in the
+        new order; chunk_group: (M,) group of each chunk; lo, hi: (M, 3) chunk bounds.
+    """
+    tri = positions.reshape(-1, 3, 3).astype(np.float64)
+    tmin, tmax = tri.min(axis=1), tri.max(axis=1)
+    centre = (tmin + tmax) / 2
+    scene_lo, scene_hi = tmin.min(axis=0), tmax.max(axis=0)
+    cell = np.clip((centre - scene_lo) / np.maximum(scene_hi - scene_lo, 1e-9), 0, 1) * 1023
+    code = _spread_bits(cell[:, 0]) | (_spread_bits(cell[:, 1]) << np.uint64(1))
+    code |= _spread_bits(cell[:, 2]) << np.uint64(2)
+    bucket = 2 * group.astype(np.int64) + ((tmax - tmin).max(axis=1) > 1.0)
+    order = np.lexsort((code, bucket))
+    sorted_bucket = bucket[order]
+    edges = np.flatnonzero(np.diff(sorted_bucket)) + 1
+    starts = np.concatenate(
+        [
+            np.arange(s, e, chunk_triangles)
+            for s, e in zip(np.r_[0, edges], np.r_[edges, len(order)], strict=True)
+        ]
+    ).astype(np.int64)
+    lo = np.minimum.reduceat(tmin[order], starts, axis=0)
+    hi = np.maximum.reduceat(tmax[order], starts, axis=0)
+    return order, starts, group[order][starts], lo, hi
 
 
 class Renderer:
@@ -157,8 +279,20 @@ class Renderer:
     another thread it silently returns blank frames), so every method checks the thread and
     raises ``RuntimeError``; create one ``Renderer`` per thread or process. Forking a process
     after a context exists hangs the child: worker processes must be started with the
-    ``"spawn"`` start method (``multiprocessing.get_context("spawn")``).
+    ``"spawn"`` start method (``multiprocessing.get_context("spawn")``). Several renderers
+    in one thread are fine.
+
+    Example:
+        >>> r = Renderer(128, 128, hfov=90)
+        >>> r.set_geometry(positions, colors, instance_ids)  # doctest: +SKIP
+        >>> pano = r.render_views(eye, [i * math.pi / 6 for i in range(12)])  # doctest: +SKIP
+        >>> pano["rgb"].shape  # doctest: +SKIP
+        (12, 128, 128, 3)
     """
+
+    chunk_triangles = 64  # triangles per frustum-culling chunk
+    merge_chunks = 4
+    flush_commands = 48  # chunks drawn between two flushes (about 3k triangles)
 
     def __init__(
         self,
@@ -188,22 +322,42 @@ class Renderer:
         self.width, self.height = int(width), int(height)
         self.hfov, self.near, self.far = float(hfov), float(near), float(far)
         self.background = tuple(int(c) for c in background)
+        self._light = tuple(float(v) for v in light / np.linalg.norm(light))
+        self._ambient = float(ambient)
+        tan_x = math.tan(math.radians(self.hfov) / 2)
+        self._tan_half_fov = (tan_x, tan_x * self.height / self.width)
+        # Inward frustum planes in eye space, n . p + o >= 0 inside:
+        # left, right, bottom, top, near, far (the camera looks along -z).
+        tx, ty = self._tan_half_fov
+        self._plane_normals = np.array(
+            [[1, 0, -tx], [-1, 0, -tx], [0, 1, -ty], [0, -1, -ty], [0, 0, -1], [0, 0, 1]]
+        )
+        self._plane_offsets = np.array([0.0, 0.0, 0.0, 0.0, -self.near, self.far])
+        # Within this distance of a closed mesh the near plane may cut its front faces away.
+        self._near_reach = self.near * math.sqrt(1 + tx * tx + ty * ty) + 1e-3
+
         self._thread = threading.get_ident()
+        self._closed = False
         self._ctx = _create_context()
         import moderngl
 
-        self._moderngl = moderngl
-        self._ctx.enable(moderngl.DEPTH_TEST)
-        self._ctx.disable(moderngl.CULL_FACE)
-        self._light = tuple(float(v) for v in light / np.linalg.norm(light))
-        self._ambient = float(ambient)
+        self._mgl = moderngl
+        with self._ctx:
+            self._ctx.enable(moderngl.DEPTH_TEST)
+            self._ctx.disable(moderngl.CULL_FACE)
+            self._ctx.cull_face = "back"
+            self._ctx.front_face = "cw"  # counter-clockwise in eye space: the y flip mirrors it
+            self.gl_renderer = str(self._ctx.info["GL_RENDERER"])  # e.g. "llvmpipe (LLVM 15...)"
         self._proj = self._projection_bytes()
+        self._flush = _gl_flush_function()
+        # glMultiDrawArraysIndirect (GL 4.3; llvmpipe has it): all visible chunks in one call.
+        self._use_indirect = self._ctx.version_code >= 430
+        self._indirect: Any = None
         self._programs: dict[tuple[str, ...], tuple[Any, dict[str, Any]]] = {}
         self._vaos: dict[tuple[str, ...], Any] = {}
         self._targets: dict[int, dict[str, Any]] = {}  # views -> textures and framebuffers
         self._buffers: list[Any] = []
         self._n_vertices = 0
-        self._closed = False
 
     # ------------------------------------------------------------------ set-up
 
@@ -218,8 +372,8 @@ class Renderer:
             )
 
     def _projection_bytes(self) -> bytes:
-        fx = 1.0 / math.tan(math.radians(self.hfov) / 2.0)
-        fy = fx * self.width / self.height  # square pixels
+        fx = 1.0 / self._tan_half_fov[0]
+        fy = 1.0 / self._tan_half_fov[1]
         n, f = self.near, self.far
         proj = np.zeros((4, 4), dtype=np.float32)
         proj[0, 0] = fx
@@ -232,16 +386,32 @@ class Renderer:
     def _program(self, sensors: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
         """The shader program writing exactly ``sensors`` (attachment i = sensors[i])."""
         if sensors not in self._programs:
-            defines = "".join(
-                f"#define OUT_{name.upper()} {i}\n" for i, name in enumerate(sensors)
-            )
+            defines = "".join(f"#define OUT_{name.upper()} {i}\n" for i, name in enumerate(sensors))
             fragment = _FRAGMENT_SHADER.replace("#version 330\n", "#version 330\n" + defines, 1)
             prog = self._ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=fragment)
             prog["u_proj"].write(self._proj)
-            prog["u_light"].value = self._light
-            prog["u_ambient"].value = self._ambient
-            self._programs[sensors] = (prog, {"view": prog["u_view"], "eye": prog["u_eye"]})
+            if "u_light" in prog:  # lighting is compiled out when RGB is not requested
+                prog["u_light"].value = self._light
+                prog["u_ambient"].value = self._ambient
+            uniforms = {"view": prog["u_view"], "eye": prog.get("u_eye", None)}
+            self._programs[sensors] = (prog, uniforms)
         return self._programs[sensors]
+
+    def _vao(self, sensors: tuple[str, ...]) -> Any:
+        if sensors not in self._vaos:
+            prog, _ = self._program(sensors)
+            vertices, ids = self._buffers
+            # The compiler drops attributes a variant does not use (no ids for RGB only):
+            # skip those with padding so that the interleaved layout stays the same.
+            fmt, names = [], []
+            for name in ("in_position", "in_color", "in_normal"):
+                fmt.append("3f" if name in prog else "12x")
+                names += [name] if name in prog else []
+            content = [(vertices, " ".join(fmt), *names)]
+            if "in_id" in prog:
+                content.append((ids, "1i", "in_id"))
+            self._vaos[sensors] = self._ctx.vertex_array(prog, content)
+        return self._vaos[sensors]
 
     def _target(self, views: int) -> dict[str, Any]:
         """Textures for ``views`` images stacked vertically, and one framebuffer per sensor set."""
@@ -265,14 +435,15 @@ class Renderer:
         return target["fbos"][sensors]
 
     def _clear(self, target: dict[str, Any], sensors: tuple[str, ...], fbo: Any) -> None:
-        # One clear value goes to every attachment, and it is written as raw bits into the
-        # integer one, so ids and depth are cleared with 0 and a coloured background apart.
+        # One clear value goes to every attachment, written as raw bits into the integer
+        # one, so ids and depth are cleared with 0 and a coloured background on its own.
         fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         if "rgb" in sensors and any(self.background):
             r, g, b = (c / 255.0 for c in self.background)
             self._framebuffer(target, ("rgb",)).clear(r, g, b, 1.0, depth=1.0)
+            fbo.use()
 
-    # ------------------------------------------------------------------ public API
+    # ------------------------------------------------------------------ geometry
 
     def set_geometry(
         self,
@@ -286,8 +457,9 @@ class Renderer:
         Args:
             positions: (N, 3) vertex positions in metres, N % 3 == 0, 3 rows per triangle.
             colors: (N, 3) vertex colours in [0, 1].
-            instance_ids: (N,) positive int32 instance ids (what ``semantic`` reports).
-            normals: (N, 3) vertex normals; flat face normals when None.
+            instance_ids: (N,) positive int32 instance ids (what ``semantic`` reports; a
+                triangle reports the id of its last vertex).
+            normals: (N, 3) vertex normals for the lighting; flat face normals when None.
         """
         self._check_thread()
         positions = np.ascontiguousarray(positions, dtype=np.float32)
@@ -308,36 +480,111 @@ class Renderer:
         if normals.shape != (n, 3):
             raise ValueError(f"normals must be {(n, 3)}, got {normals.shape}")
 
-        for vao in self._vaos.values():
-            vao.release()
-        for buf in self._buffers:
-            buf.release()
+        with self._ctx:
+            for vao in self._vaos.values():
+                vao.release()
+            for buf in self._buffers:
+                buf.release()
         self._vaos.clear()
         self._buffers = []
         self._n_vertices = n
         if n == 0:
             return
-        vertices = np.concatenate([positions, np.clip(colors, 0.0, 1.0), normals], axis=1)
-        self._buffers = [
-            self._ctx.buffer(np.ascontiguousarray(vertices, dtype=np.float32)),
-            self._ctx.buffer(np.ascontiguousarray(ids, dtype=np.int32)),
-        ]
 
-    def _vao(self, sensors: tuple[str, ...]) -> Any:
-        if sensors not in self._vaos:
-            prog, _ = self._program(sensors)
-            vertices, ids = self._buffers
-            # The compiler drops attributes a variant does not use (no ids for RGB only):
-            # skip those with padding so the interleaved layout stays the same.
-            fmt, names = [], []
-            for name in ("in_position", "in_color", "in_normal"):
-                fmt.append("3f" if name in prog else "12x")
-                names += [name] if name in prog else []
-            content = [(vertices, " ".join(fmt), *names)]
-            if "in_id" in prog:
-                content.append((ids, "1i", "in_id"))
-            self._vaos[sensors] = self._ctx.vertex_array(prog, content)
-        return self._vaos[sensors]
+        # Closed meshes are drawn first with back faces culled (group 0), the rest two-sided.
+        cull, flip, self._closed_lo, self._closed_hi = _closed_instances(positions, ids[2::3])
+        order, starts, chunk_group, lo, hi = _spatial_chunks(
+            positions, (~cull).astype(np.int64), self.chunk_triangles
+        )
+        corner = np.tile(np.arange(3), (len(order), 1))
+        corner[flip[order]] = (0, 2, 1)  # inward-wound closed meshes: reverse the winding
+        vertex_order = (3 * order[:, None] + corner).reshape(-1)
+        self._n_cull_chunks = int(np.count_nonzero(chunk_group == 0))
+        # Centre and half size of each chunk's box, a hair larger: never cull a touching one.
+        self._chunk_boxes = np.concatenate([(lo + hi) / 2, (hi - lo) / 2 + 1e-4], axis=1)
+        # One indirect draw command per chunk: count, instances, first, base instance and a
+        # padding word (moderngl reads the commands with a 20-byte stride).
+        counts = np.diff(np.append(starts, len(order)))
+        table = np.zeros((len(starts), 5), dtype=np.uint32)
+        table[:, 0] = 3 * counts
+        table[:, 1] = 1
+        table[:, 2] = 3 * starts
+        self._chunk_commands = table
+
+        vertices = np.concatenate([positions, np.clip(colors, 0.0, 1.0), normals], axis=1)
+        with self._ctx:
+            self._buffers = [
+                self._ctx.buffer(np.ascontiguousarray(vertices[vertex_order], dtype=np.float32)),
+                self._ctx.buffer(np.ascontiguousarray(ids[vertex_order], dtype=np.int32)),
+            ]
+
+    def _visible_chunks(
+        self, eye: np.ndarray, yaws: Sequence[float], pitch: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The draw commands of the chunks inside each view's frustum.
+
+        Returns the commands of all views back to back, (K, 5) uint32, the (B + 1,) offsets
+        of each view's commands in them, and (B,) how many of each view's commands draw
+        closed meshes (they come first).
+        """
+        yaw = np.asarray(yaws, dtype=np.float64)
+        sy, cy = np.sin(yaw), np.cos(yaw)
+        sp, cp = math.sin(pitch), math.cos(pitch)
+        # Camera axes in world coordinates (rows: right, up, back), i.e. the columns of
+        # R = R_y(yaw) R_x(pitch), one per view: (B, 3, 3).
+        axes = np.empty((len(yaw), 3, 3))
+        axes[:, 0, 0], axes[:, 0, 1], axes[:, 0, 2] = cy, 0.0, -sy
+        axes[:, 1, 0], axes[:, 1, 1], axes[:, 1, 2] = sy * sp, cp, cy * sp
+        axes[:, 2, 0], axes[:, 2, 1], axes[:, 2, 2] = sy * cp, -sp, cy * cp
+        # Frustum planes in world coordinates, n_w = R n_e and o_w = o_e - n_w . eye; a box
+        # is outside a plane when even its farthest corner along the normal is: (6B, 6).
+        # (einsum, not @: these tiny products are not worth waking BLAS threads.)
+        normals = np.einsum("pa,bax->bpx", self._plane_normals, axes).reshape(-1, 3)
+        offsets = np.tile(self._plane_offsets, len(yaw)) - np.einsum("px,x->p", normals, eye)
+        planes = np.concatenate([normals, np.abs(normals)], axis=1)
+        dist = np.einsum("mk,pk->mp", self._chunk_boxes, planes) + offsets  # (M, 6B)
+        visible = (dist.reshape(len(dist), len(yaw), 6) >= 0).all(axis=2)  # (M, B)
+        view, chunk = np.nonzero(visible.T)  # sorted by view, then chunk
+        # Consecutive visible chunks of one view and one group merge into one command of at
+        # most ``merge_chunks`` chunks: fewer, still small draws.
+        new = np.ones(len(chunk), dtype=bool)
+        new[1:] = (np.diff(chunk) != 1) | (np.diff(view) != 0) | (chunk[1:] == self._n_cull_chunks)
+        if self.merge_chunks > 1:
+            run = np.cumsum(new) - 1
+            pos = np.arange(len(chunk)) - np.flatnonzero(new)[run]
+            new |= pos % self.merge_chunks == 0
+        else:
+            new[:] = True
+        first = np.flatnonzero(new)
+        last = np.append(first[1:] - 1, len(chunk) - 1)[: len(first)]
+        table = self._chunk_commands
+        commands = table[chunk[first]]
+        commands[:, 0] = table[chunk[last], 2] + table[chunk[last], 0] - commands[:, 2]
+        starts = np.zeros(len(yaw) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(view[first], minlength=len(yaw)), out=starts[1:])
+        closed = chunk[first] < self._n_cull_chunks
+        n_closed = np.bincount(view[first][closed], minlength=len(yaw))
+        return commands, starts, n_closed
+
+    def _inside_closed_mesh(self, eye: np.ndarray) -> bool:
+        """Whether the eye may see the inside of a closed mesh (then nothing is culled)."""
+        reach = self._near_reach
+        inside = (eye >= self._closed_lo - reach) & (eye <= self._closed_hi + reach)
+        return bool(inside.all(axis=1).any())
+
+    def _draw(self, vao: Any, commands: np.ndarray, first: int, count: int) -> None:
+        """Draw commands ``first .. first + count`` of the uploaded list, flushing on the way."""
+        step = self.flush_commands
+        for start in range(first, first + count, step):
+            n = min(step, first + count - start)
+            if self._use_indirect:
+                vao.render_indirect(self._indirect, self._mgl.TRIANGLES, n, start)
+            else:  # GL < 4.3: one draw call per chunk
+                for vertices, _, first_vertex, _, _ in commands[start : start + n].tolist():
+                    vao.render(vertices=vertices, first=first_vertex)
+            self._flush()
+
+    # ------------------------------------------------------------------ rendering
 
     def render(
         self,
@@ -346,7 +593,7 @@ class Renderer:
         pitch: float = 0.0,
         sensors: Sequence[str] = SENSORS,
     ) -> dict[str, np.ndarray]:
-        """Render one view from the camera eye ``position`` (x, y, z) with ``yaw``/``pitch`` in radians.
+        """Render one view from the camera eye ``position`` (x, y, z); yaw and pitch in radians.
 
         Returns a dict with the requested sensors: ``rgb`` (H, W, 3) uint8, ``depth``
         (H, W) float32 metres, ``semantic`` (H, W) int32.
@@ -363,9 +610,12 @@ class Renderer:
     ) -> dict[str, np.ndarray]:
         """Render several headings from one position (e.g. a 12-view panorama) in one pass.
 
-        All views go into one tall framebuffer, one viewport each, and are read back once.
-        Returns the requested sensors stacked along a first axis of length ``len(yaws)``:
-        ``rgb`` (B, H, W, 3), ``depth`` (B, H, W), ``semantic`` (B, H, W).
+        All views go into one tall framebuffer, one viewport each, and are read back once;
+        each view is the same image ``render`` gives.
+
+        Returns:
+            The requested sensors stacked along a first axis of length ``len(yaws)``:
+            ``rgb`` (B, H, W, 3), ``depth`` (B, H, W), ``semantic`` (B, H, W).
         """
         self._check_thread()
         sensors = _normalise_sensors(sensors)
@@ -374,36 +624,63 @@ class Renderer:
             raise ValueError("yaws must not be empty")
         x, y, z = (float(v) for v in position)
         w, h = self.width, self.height
-        target = self._target(views)
-        fbo = self._framebuffer(target, sensors)
-        fbo.use()
-        self._clear(target, sensors, fbo)
-        if self._n_vertices:
-            vao = self._vao(sensors)
-            _, uniforms = self._program(sensors)
-            uniforms["eye"].value = (x, y, z)
-            sp, cp = math.sin(pitch), math.cos(pitch)
-            for i, yaw in enumerate(yaws):
-                uniforms["view"].write(_view_matrix_bytes(x, y, z, float(yaw), sp, cp))
-                fbo.viewport = (0, i * h, w, h)
-                vao.render()
-            fbo.viewport = (0, 0, w, h * views)
+        with self._ctx:
+            target = self._target(views)
+            fbo = self._framebuffer(target, sensors)
+            fbo.use()
+            self._clear(target, sensors, fbo)
+            if self._n_vertices:
+                self._draw_views(fbo, sensors, np.array([x, y, z]), yaws, pitch)
 
-        out: dict[str, np.ndarray] = {}
-        if "rgb" in sensors:
-            out["rgb"] = np.empty((views, h, w, 3), dtype=np.uint8)
-            fbo.read_into(out["rgb"], components=3, attachment=sensors.index("rgb"))
-        if "depth" in sensors:
-            out["depth"] = np.empty((views, h, w), dtype=np.float32)
-            fbo.read_into(
-                out["depth"], components=1, attachment=sensors.index("depth"), dtype="f4"
-            )
-        if "semantic" in sensors:
-            out["semantic"] = np.empty((views, h, w), dtype=np.int32)
-            fbo.read_into(
-                out["semantic"], components=1, attachment=sensors.index("semantic"), dtype="i4"
-            )
+            out: dict[str, np.ndarray] = {}
+            if "rgb" in sensors:
+                out["rgb"] = np.empty((views, h, w, 3), dtype=np.uint8)
+                fbo.read_into(out["rgb"], components=3, attachment=sensors.index("rgb"))
+            if "depth" in sensors:
+                out["depth"] = np.empty((views, h, w), dtype=np.float32)
+                fbo.read_into(
+                    out["depth"], components=1, attachment=sensors.index("depth"), dtype="f4"
+                )
+            if "semantic" in sensors:
+                out["semantic"] = np.empty((views, h, w), dtype=np.int32)
+                index = sensors.index("semantic")
+                fbo.read_into(out["semantic"], components=1, attachment=index, dtype="i4")
         return out
+
+    def _draw_views(
+        self,
+        fbo: Any,
+        sensors: tuple[str, ...],
+        eye: np.ndarray,
+        yaws: Sequence[float],
+        pitch: float,
+    ) -> None:
+        vao = self._vao(sensors)
+        _, uniforms = self._program(sensors)
+        x, y, z = (float(v) for v in eye)
+        if uniforms["eye"] is not None:
+            uniforms["eye"].value = (x, y, z)
+        commands, starts, n_closed = self._visible_chunks(eye, yaws, pitch)
+        if self._use_indirect and len(commands):
+            if self._indirect is None or self._indirect.size < commands.nbytes:
+                if self._indirect is not None:
+                    self._indirect.release()
+                self._indirect = self._ctx.buffer(reserve=2 * max(commands.nbytes, 4096))
+            self._indirect.write(commands)
+        cull = self._n_cull_chunks > 0 and not self._inside_closed_mesh(eye)
+        sp, cp = math.sin(pitch), math.cos(pitch)
+        w, h = self.width, self.height
+        for i, yaw in enumerate(yaws):
+            uniforms["view"].write(_view_matrix_bytes(x, y, z, float(yaw), sp, cp))
+            fbo.viewport = (0, i * h, w, h)
+            first, count = int(starts[i]), int(starts[i + 1] - starts[i])
+            split = int(n_closed[i]) if cull else 0
+            if split:
+                self._ctx.enable(self._mgl.CULL_FACE)
+                self._draw(vao, commands, first, split)
+                self._ctx.disable(self._mgl.CULL_FACE)
+            self._draw(vao, commands, first + split, count - split)
+        fbo.viewport = (0, 0, w, h * len(yaws))
 
     def close(self) -> None:
         """Release the GL context and everything in it (idempotent)."""
@@ -544,46 +821,45 @@ def benchmark_renderer(
 ) -> dict[str, Any]:
     """Renders per second on ``benchmark_house()`` (or ``meshes``), for the project's bench.
 
-    For each square size: single views and 12-view panoramas (30 degree steps), RGB only and
-    all sensors, at positions and headings spread over the house. Returns a flat dict such as
-    ``{"triangles": 20184, "128/single/rgb": 1500.0, "128/pano12/all": 150.0, ...}`` where
-    panorama figures are panoramas per second.
+    For each square image size: single views at random positions and headings, and 12-view
+    panoramas (30 degree steps), each with RGB only and with all three sensors. Panorama
+    figures count panoramas, not views.
+
+    Returns:
+        A flat dict, e.g. ``{"triangles": 22760, "renderer": "llvmpipe ...",
+        "128/single/rgb": 1500.0, "128/single/all": 1200.0, "128/pano12/rgb": 150.0, ...}``.
     """
     geometry = Renderer.geometry_from_meshes(meshes if meshes is not None else benchmark_house())
-    positions = geometry[0]
-    lo, hi = positions.min(axis=0), positions.max(axis=0)
+    lo, hi = geometry[0].min(axis=0), geometry[0].max(axis=0)
     rng = np.random.default_rng(0)
+    n = 64
     eyes = np.stack(
         [
-            rng.uniform(lo[0] + 0.5, hi[0] - 0.5, 64),
-            np.full(64, lo[1] + 1.25),
-            rng.uniform(lo[2] + 0.5, hi[2] - 0.5, 64),
+            rng.uniform(lo[0] + 0.3, hi[0] - 0.3, n),
+            np.full(n, lo[1] + 1.25),
+            rng.uniform(lo[2] + 0.3, hi[2] - 0.3, n),
         ],
         axis=1,
-    )
-    yaws = rng.uniform(-math.pi, math.pi, 64)
+    ).tolist()
+    yaws = rng.uniform(-math.pi, math.pi, n).tolist()
     pano = [i * math.pi / 6 for i in range(12)]
-    result: dict[str, Any] = {"triangles": len(positions) // 3}
+    result: dict[str, Any] = {"triangles": len(geometry[0]) // 3}
     for size in sizes:
         renderer = Renderer(size, size)
         try:
             renderer.set_geometry(*geometry)
-            result["renderer"] = renderer._ctx.info["GL_RENDERER"]
-            for label, sensors in (("rgb", ("rgb",)), ("all", SENSORS)):
-                for kind in ("single", "pano12"):
-
-                    def once(i: int, sensors=sensors, kind=kind) -> None:
-                        eye = eyes[i % len(eyes)]
+            result["renderer"] = renderer.gl_renderer
+            for kind in ("single", "pano12"):
+                for label, sensors in (("rgb", ("rgb",)), ("all", SENSORS)):
+                    count, start = -5, 0.0  # 5 warm-up calls: shader compile, framebuffers
+                    while count <= 0 or time.perf_counter() - start < seconds:
+                        if count == 0:
+                            start = time.perf_counter()
+                        eye = eyes[count % n]
                         if kind == "single":
-                            renderer.render(eye, yaws[i % len(yaws)], sensors=sensors)
+                            renderer.render(eye, yaws[count % n], sensors=sensors)
                         else:
                             renderer.render_views(eye, pano, sensors=sensors)
-
-                    for i in range(5):  # warm-up: shader compile, framebuffer allocation
-                        once(i)
-                    count, start = 0, time.perf_counter()
-                    while time.perf_counter() - start < seconds:
-                        once(count)
                         count += 1
                     result[f"{size}/{kind}/{label}"] = count / (time.perf_counter() - start)
         finally:
