@@ -1,6 +1,6 @@
 """Benchmark the builtin simulator; prints figures and writes JSON.
 
-    .venv/bin/python scripts/bench_sim.py --out runs/bench_sim.json
+.venv/bin/python scripts/bench_sim.py --out runs/bench_sim.json
 """
 
 import argparse

@@ -30,7 +30,9 @@ def make_two_room_spec(scene_id: str = "tiny_0000") -> SceneSpec:
     doors = [Door(0, 20, [0, 1], [4.0, 2.0], 1.0, 2.1, "z")]
     objects = [
         SceneObject(30, "sofa", "red", [200, 40, 40], 0, [1.0, 0.0, 3.4], 180.0, [1.8, 0.8, 0.8]),
-        SceneObject(31, "fridge", "white", [240, 240, 240], 1, [7.6, 0.0, 0.5], 270.0, [0.7, 1.8, 0.6]),
+        SceneObject(
+            31, "fridge", "white", [240, 240, 240], 1, [7.6, 0.0, 0.5], 270.0, [0.7, 1.8, 0.6]
+        ),
     ]
     return SceneSpec(scene_id, 0, rooms, walls, doors, objects, wall_height=h, wall_thickness=t)
 
@@ -60,8 +62,15 @@ def tiny_episodes(tiny_env: EnvConfig):
 
     spec = make_two_room_spec()
     grid = NavGrid.from_spec(spec)
-    eps = sample_episodes(spec, grid, 5, np.random.default_rng(0), min_geodesic=3.0,
-                          max_geodesic=9.0, scene_path=f"{spec.scene_id}/{spec.scene_id}.glb")
+    eps = sample_episodes(
+        spec,
+        grid,
+        5,
+        np.random.default_rng(0),
+        min_geodesic=3.0,
+        max_geodesic=9.0,
+        scene_path=f"{spec.scene_id}/{spec.scene_id}.glb",
+    )
     vocab = build_vocab([e.instruction_text for e in eps])
     for e in eps:
         e.instruction_tokens = tokenize(e.instruction_text, vocab)

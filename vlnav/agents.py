@@ -88,8 +88,9 @@ class OracleAgent:
         return oracle_action(self.sim, state, self.goal, self.stop_distance, self.half_turn)
 
 
-def oracle_action(sim: Any, state: AgentState, goal: list[float], stop_distance: float,
-                  half_turn: float) -> int:
+def oracle_action(
+    sim: Any, state: AgentState, goal: list[float], stop_distance: float, half_turn: float
+) -> int:
     """The low-level action that follows the shortest path from ``state`` to ``goal``."""
     try:
         path = sim.shortest_path(state.position, goal)

@@ -33,8 +33,9 @@ def _machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
-def _step_loop(config: EnvConfig, scene: str, seconds: float, sensors: tuple[str, ...],
-               seed: int = 0) -> tuple[int, float]:
+def _step_loop(
+    config: EnvConfig, scene: str, seconds: float, sensors: tuple[str, ...], seed: int = 0
+) -> tuple[int, float]:
     """Random walk (forward / turns) for ``seconds``; returns (steps, elapsed)."""
     from vlnav.sim.builtin import BuiltinSimulator
 
@@ -60,8 +61,9 @@ def _worker(args: tuple) -> tuple[int, float]:
     return _step_loop(*args)
 
 
-def run_benchmarks(data_dir: str | Path, seconds: float = 3.0, workers: int = 2,
-                   out: str | Path | None = None) -> dict[str, Any]:
+def run_benchmarks(
+    data_dir: str | Path, seconds: float = 3.0, workers: int = 2, out: str | Path | None = None
+) -> dict[str, Any]:
     from vlnav.scenes.generator import GeneratorConfig, generate_house, generate_houses
     from vlnav.sim.builtin import BuiltinSimulator
     from vlnav.sim.navgrid import NavGrid
@@ -112,9 +114,13 @@ def run_benchmarks(data_dir: str | Path, seconds: float = 3.0, workers: int = 2,
             steps[key] = {"1 process": n / el}
             ctx = mp.get_context("spawn")
             with ctx.Pool(workers) as pool:
-                outs = pool.map(_worker, [(cfg, scene, seconds, sensors, s) for s in range(workers)])
+                outs = pool.map(
+                    _worker, [(cfg, scene, seconds, sensors, s) for s in range(workers)]
+                )
             steps[key][f"{workers} processes"] = sum(n for n, _ in outs) / max(el for _, el in outs)
-            print(f"steps/s {key:>22}: " + ", ".join(f"{k} {v:,.0f}" for k, v in steps[key].items()))
+            print(
+                f"steps/s {key:>22}: " + ", ".join(f"{k} {v:,.0f}" for k, v in steps[key].items())
+            )
     results["steps_per_s"] = steps
 
     # panoramas
@@ -155,6 +161,3 @@ def summary(results: dict[str, Any]) -> str:
         lines.append(f"12-view panoramas/s {k}: {v:,.0f}")
     lines.append(f"peak memory: {results['peak_memory_mb']:.0f} MB")
     return "\n".join(lines)
-
-
-

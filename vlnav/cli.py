@@ -57,7 +57,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from vlnav.sampler import prepare_data
 
     cfg = _env_config(args.env, args.overrides)
-    if cfg.backend == "builtin":
+    if cfg.backend == "builtin" and not cfg.episodes_path(args.split).is_file():
         prepare_data(cfg)
     res = evaluate(
         cfg, args.agent, args.split, args.episodes, args.workers, args.out, progress=True

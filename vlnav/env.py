@@ -30,6 +30,7 @@ from vlnav.sim.base import STOP, make_simulator
 
 INSTRUCTION_CHARSET = frozenset(string.printable)
 INSTRUCTION_MAX_LEN = 1024
+MAX_DEPTH = 100.0  # metres; the renderer's far plane is closer
 
 
 class VLNEnv(gym.Env):
@@ -67,7 +68,7 @@ class VLNEnv(gym.Env):
         if "rgb" in s.sensors:
             obs_spaces["rgb"] = spaces.Box(0, 255, (s.height, s.width, 3), np.uint8)
         if "depth" in s.sensors:
-            obs_spaces["depth"] = spaces.Box(0.0, np.inf, (s.height, s.width), np.float32)
+            obs_spaces["depth"] = spaces.Box(0.0, MAX_DEPTH, (s.height, s.width), np.float32)
         if "semantic" in s.sensors:
             obs_spaces["semantic"] = spaces.Box(
                 0, np.iinfo(np.int32).max, (s.height, s.width), np.int32

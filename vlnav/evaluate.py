@@ -34,8 +34,14 @@ class EvalResult:
     records: list[dict[str, Any]] = field(default_factory=list)
 
 
-def run_episode(sim: Any, episode: Episode, agent: Any, max_steps: int, seed: int = 0,
-                success_radius: float = 3.0) -> EpisodeRecord:
+def run_episode(
+    sim: Any,
+    episode: Episode,
+    agent: Any,
+    max_steps: int,
+    seed: int = 0,
+    success_radius: float = 3.0,
+) -> EpisodeRecord:
     """One rollout: reset, act until STOP or ``max_steps``, and record the trajectory."""
     obs = sim.reset(episode.scene_id, episode.start_position, episode.start_rotation)
     agent.reset(episode, sim, seed)
@@ -89,7 +95,11 @@ def _run_one(task: tuple[int, Episode]) -> dict[str, Any]:
     index, episode = task
     cfg: EnvConfig = _WORKER["config"]
     rec = run_episode(
-        _WORKER["sim"], episode, _WORKER["agent"], cfg.agent.max_steps, seed=index,
+        _WORKER["sim"],
+        episode,
+        _WORKER["agent"],
+        cfg.agent.max_steps,
+        seed=index,
         success_radius=cfg.episodes.success_radius,
     )
     d = rec.to_dict()
@@ -132,10 +142,15 @@ def evaluate(
     make_agent(agent, **agent_kwargs)  # fail fast on an unknown agent
     path = config.episodes_path(split)
     if not path.is_file():
-        raise VlnavError(f"no episodes for split '{split}' at {path} (run `vlnav data prepare`)")
+        raise VlnavError(f"no episodes for split '{split}' at {path} (run `vlnav episodes sample`)")
     eps = load_episodes(path).episodes
     if episodes is not None:
         eps = eps[:episodes]
+    if config.backend == "builtin":  # fail before any work on an unknown scene
+        from vlnav.sim.builtin import find_scene
+
+        for scene in sorted({e.scene_id for e in eps}):
+            find_scene(config.scenes_dir, scene)
     out = Path(out_dir or Path("runs") / "eval" / f"{agent}-{config.name}-{split}")
     out.mkdir(parents=True, exist_ok=True)
     rec_path = out / "records.jsonl"
@@ -143,37 +158,48 @@ def evaluate(
     done_ids = {r["episode_id"] for r in done}
     todo = [(k, e) for k, e in enumerate(eps) if str(e.episode_id) not in done_ids]
     records = list(done)
-    bar = tqdm(total=len(eps), initial=len(eps) - len(todo), desc=f"eval {agent}",
-               disable=not progress, unit="ep", mininterval=1.0)
-    with open(rec_path, "a") as fh:
-        def write(d: dict[str, Any]) -> None:
-            fh.write(json.dumps(d) + "\n")
-            fh.flush()
-            records.append(d)
-            bar.update(1)
-            sr = sum(r["metrics"]["SR"] for r in records) / len(records)
-            bar.set_postfix(SR=f"{sr:.2f}", refresh=False)
+    bar = tqdm(
+        total=len(eps),
+        initial=len(eps) - len(todo),
+        desc=f"eval {agent}",
+        disable=not progress,
+        unit="ep",
+        mininterval=1.0,
+    )
+    try:
+        with open(rec_path, "a") as fh:
 
-        if workers <= 1 or len(todo) <= 1:
-            _init_worker(config, agent, agent_kwargs)
-            try:
-                for task in todo:
-                    write(_run_one(task))
-            finally:
-                _WORKER["sim"].close()
-        else:
-            ctx = mp.get_context("spawn")
-            with ctx.Pool(workers, _init_worker, (config, agent, agent_kwargs)) as pool:
-                for d in pool.imap_unordered(_run_one, todo, chunksize=1):
-                    write(d)
-    bar.close()
+            def write(d: dict[str, Any]) -> None:
+                fh.write(json.dumps(d) + "\n")
+                fh.flush()
+                records.append(d)
+                bar.update(1)
+                sr = sum(r["metrics"]["SR"] for r in records) / len(records)
+                bar.set_postfix(SR=f"{sr:.2f}", refresh=False)
+
+            if workers <= 1 or len(todo) <= 1:
+                _init_worker(config, agent, agent_kwargs)
+                try:
+                    for task in todo:
+                        write(_run_one(task))
+                finally:
+                    _WORKER["sim"].close()
+            else:
+                ctx = mp.get_context("spawn")
+                with ctx.Pool(workers, _init_worker, (config, agent, agent_kwargs)) as pool:
+                    for d in pool.imap_unordered(_run_one, todo, chunksize=1):
+                        write(d)
+    finally:
+        bar.close()
     wanted = {str(e.episode_id) for e in eps}
     records = [r for r in records if r["episode_id"] in wanted]
     records.sort(key=lambda r: int(r["episode_id"]) if r["episode_id"].isdigit() else 0)
     metrics = aggregate([r["metrics"] for r in records])
     (out / "metrics.json").write_text(
-        json.dumps({"agent": agent, "env": config.name, "split": split, "metrics": metrics},
-                   indent=2) + "\n"
+        json.dumps(
+            {"agent": agent, "env": config.name, "split": split, "metrics": metrics}, indent=2
+        )
+        + "\n"
     )
     (out / "metrics.md").write_text(format_table({agent: metrics}) + "\n")
     return EvalResult(agent, split, out, metrics, records)

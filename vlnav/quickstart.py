@@ -37,7 +37,12 @@ def run_quickstart(
     results = {}
     for agent in BASELINES:
         results[agent] = evaluate(
-            config, agent, "val_unseen", episodes, workers, out / "eval" / agent,
+            config,
+            agent,
+            "val_unseen",
+            episodes,
+            workers,
+            out / "eval" / agent,
             progress=progress,
         )
     rows = {a: r.metrics for a, r in results.items()}
@@ -63,7 +68,9 @@ def _videos(config: EnvConfig, results: dict, folder: Path, count: int, progress
 
     if count <= 0:
         return []
-    by_id = {str(e.episode_id): e for e in load_episodes(config.episodes_path("val_unseen")).episodes}
+    by_id = {
+        str(e.episode_id): e for e in load_episodes(config.episodes_path("val_unseen")).episodes
+    }
     sim = BuiltinSimulator(config, sensors=("rgb",))
     made = []
     picks = [("oracle", r) for r in results["oracle"].records[: max(count - 1, 1)]]
@@ -74,7 +81,9 @@ def _videos(config: EnvConfig, results: dict, folder: Path, count: int, progress
             ep = by_id[rec["episode_id"]]
             sim.load_scene(ep.scene_id)
             tmap = TopDownMap(sim.spec, sim.grid)
-            frames = episode_frames(sim, ep, rec["actions"], map=tmap, instruction=ep.instruction_text)
+            frames = episode_frames(
+                sim, ep, rec["actions"], map=tmap, instruction=ep.instruction_text
+            )
             path = write_video(frames, folder / f"{agent}_ep{rec['episode_id']}.mp4")
             made.append((agent, rec, path))
     finally:

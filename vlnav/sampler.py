@@ -121,7 +121,9 @@ def sample_episodes(
                     scene_id=scene_id,
                     start_position=[round(v, 4) + 0.0 for v in start],
                     start_rotation=[round(v, 6) + 0.0 for v in yaw_to_quaternion(yaw)],
-                    goals=[{"position": [round(v, 4) + 0.0 for v in goal], "radius": success_radius}],
+                    goals=[
+                        {"position": [round(v, 4) + 0.0 for v in goal], "radius": success_radius}
+                    ],
                     reference_path=resample_path(path, waypoint_spacing)
                     if waypoint_spacing
                     else path,

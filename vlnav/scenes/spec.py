@@ -31,7 +31,7 @@ class Room:
 
     id: int
     type: str  # "bedroom", "kitchen", ...
-    polygon: list[list[float]]  # [[x, z], ...] counter-clockwise seen from above
+    polygon: list[list[float]]  # [[x0, z0], [x1, z0], [x1, z1], [x0, z1]]
     floor_id: int  # instance id of its floor
     ceiling_id: int  # instance id of its ceiling
 

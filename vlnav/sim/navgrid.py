@@ -206,7 +206,9 @@ class NavGrid:
             if (di, dj) < (0, 0):
                 continue  # undirected: add each pair once, symmetrised below
             a = self.free[max(0, -di) : nz - max(0, di), max(0, -dj) : nx - max(0, dj)]
-            b = self.free[max(0, di) : nz + min(0, di) or None, max(0, dj) : nx + min(0, dj) or None]
+            b = self.free[
+                max(0, di) : nz + min(0, di) or None, max(0, dj) : nx + min(0, dj) or None
+            ]
             ok = a & b
             if abs(di) + abs(dj) > 1:
                 # a diagonal or knight move must not cut a corner: require the cells it crosses
@@ -242,7 +244,8 @@ class NavGrid:
                 (math.floor(0.5 + t * di + 1e-9), math.floor(0.5 + t * dj + 1e-9)),
             }:
                 ok &= self.free[
-                    base_i + fi : base_i + fi + nz - abs(di), base_j + fj : base_j + fj + nx - abs(dj)
+                    base_i + fi : base_i + fi + nz - abs(di),
+                    base_j + fj : base_j + fj + nx - abs(dj),
                 ]
         return ok
 

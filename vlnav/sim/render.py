@@ -291,7 +291,6 @@ class Renderer:
     """
 
     chunk_triangles = 64  # triangles per frustum-culling chunk
-    merge_chunks = 4
     flush_commands = 48  # chunks drawn between two flushes (about 3k triangles)
 
     def __init__(
@@ -527,44 +526,26 @@ class Renderer:
         of each view's commands in them, and (B,) how many of each view's commands draw
         closed meshes (they come first).
         """
-        yaw = np.asarray(yaws, dtype=np.float64)
-        sy, cy = np.sin(yaw), np.cos(yaw)
+        views = len(yaws)
+        # Frustum plane normals turned by the pitch (R_x), then by each yaw (R_y): (B, 6).
         sp, cp = math.sin(pitch), math.cos(pitch)
-        # Camera axes in world coordinates (rows: right, up, back), i.e. the columns of
-        # R = R_y(yaw) R_x(pitch), one per view: (B, 3, 3).
-        axes = np.empty((len(yaw), 3, 3))
-        axes[:, 0, 0], axes[:, 0, 1], axes[:, 0, 2] = cy, 0.0, -sy
-        axes[:, 1, 0], axes[:, 1, 1], axes[:, 1, 2] = sy * sp, cp, cy * sp
-        axes[:, 2, 0], axes[:, 2, 1], axes[:, 2, 2] = sy * cp, -sp, cy * cp
-        # Frustum planes in world coordinates, n_w = R n_e and o_w = o_e - n_w . eye; a box
-        # is outside a plane when even its farthest corner along the normal is: (6B, 6).
-        # (einsum, not @: these tiny products are not worth waking BLAS threads.)
-        normals = np.einsum("pa,bax->bpx", self._plane_normals, axes).reshape(-1, 3)
-        offsets = np.tile(self._plane_offsets, len(yaw)) - np.einsum("px,x->p", normals, eye)
-        planes = np.concatenate([normals, np.abs(normals)], axis=1)
-        dist = np.einsum("mk,pk->mp", self._chunk_boxes, planes) + offsets  # (M, 6B)
-        visible = (dist.reshape(len(dist), len(yaw), 6) >= 0).all(axis=2)  # (M, B)
-        view, chunk = np.nonzero(visible.T)  # sorted by view, then chunk
-        # Consecutive visible chunks of one view and one group merge into one command of at
-        # most ``merge_chunks`` chunks: fewer, still small draws.
-        new = np.ones(len(chunk), dtype=bool)
-        new[1:] = (np.diff(chunk) != 1) | (np.diff(view) != 0) | (chunk[1:] == self._n_cull_chunks)
-        if self.merge_chunks > 1:
-            run = np.cumsum(new) - 1
-            pos = np.arange(len(chunk)) - np.flatnonzero(new)[run]
-            new |= pos % self.merge_chunks == 0
-        else:
-            new[:] = True
-        first = np.flatnonzero(new)
-        last = np.append(first[1:] - 1, len(chunk) - 1)[: len(first)]
-        table = self._chunk_commands
-        commands = table[chunk[first]]
-        commands[:, 0] = table[chunk[last], 2] + table[chunk[last], 0] - commands[:, 2]
-        starts = np.zeros(len(yaw) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(view[first], minlength=len(yaw)), out=starts[1:])
-        closed = chunk[first] < self._n_cull_chunks
-        n_closed = np.bincount(view[first][closed], minlength=len(yaw))
-        return commands, starts, n_closed
+        n = self._plane_normals
+        px, py, pz = n[:, 0], cp * n[:, 1] - sp * n[:, 2], sp * n[:, 1] + cp * n[:, 2]
+        yaw = np.asarray(yaws, dtype=np.float64)[:, None]
+        sy, cy = np.sin(yaw), np.cos(yaw)
+        nx, nz = cy * px + sy * pz, cy * pz - sy * px
+        ny = np.broadcast_to(py, nx.shape)
+        # A box is outside a plane n . p + o >= 0 when even its farthest corner along n is;
+        # the world offset of a plane through the eye is o - n . eye.
+        planes = np.stack([nx, ny, nz, np.abs(nx), np.abs(ny), np.abs(nz)], axis=2)
+        offsets = self._plane_offsets - (nx * eye[0] + ny * eye[1] + nz * eye[2])
+        # (einsum, not @: a product this small is not worth waking BLAS threads.)
+        dist = np.einsum("mk,bpk->bmp", self._chunk_boxes, planes) + offsets[:, None, :]
+        view, chunk = np.nonzero((dist >= 0).all(axis=2))  # sorted by view, then chunk
+        starts = np.zeros(views + 1, dtype=np.int64)
+        np.cumsum(np.bincount(view, minlength=views), out=starts[1:])
+        n_closed = np.bincount(view[chunk < self._n_cull_chunks], minlength=views)
+        return self._chunk_commands[chunk], starts, n_closed
 
     def _inside_closed_mesh(self, eye: np.ndarray) -> bool:
         """Whether the eye may see the inside of a closed mesh (then nothing is culled)."""
