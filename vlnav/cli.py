@@ -9,18 +9,25 @@ from pathlib import Path
 from vlnav import VlnavError
 
 DEFAULT_ENV = "envs/procedural.yaml"
+# modules that add subcommands (each defines add_parser(subparsers)); imports must stay light
+SUBCOMMAND_MODULES = ("vlnav.instruct.cli", "vlnav.perception.cli")
 
 
-def _env_config(path: str | None, overrides: list[str]):
+def _env_config(path: str | None, overrides: list[str], sim: str | None = None):
     from vlnav.config import EnvConfig, load_config
 
     if path is None and Path(DEFAULT_ENV).is_file():
         path = DEFAULT_ENV
+    if sim is not None:
+        overrides = [*overrides, f"backend={sim}"]
     return load_config(EnvConfig, path, overrides)
 
 
 def _add_env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", default=None, help=f"environment YAML (default: {DEFAULT_ENV})")
+    p.add_argument(
+        "--sim", default=None, help="simulator backend: builtin | habitat (overrides the env's)"
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -44,7 +51,7 @@ def cmd_episodes_sample(args: argparse.Namespace) -> None:
     from vlnav.episodes import load_episodes
     from vlnav.sampler import SPLITS, prepare_data
 
-    cfg = _env_config(args.env, args.overrides)
+    cfg = _env_config(args.env, args.overrides, args.sim)
     prepare_data(cfg, force=args.force)
     for split in SPLITS:
         path = cfg.episodes_path(split)
@@ -56,8 +63,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from vlnav.metrics import format_table
     from vlnav.sampler import prepare_data
 
-    cfg = _env_config(args.env, args.overrides)
-    if cfg.backend == "builtin" and not cfg.episodes_path(args.split).is_file():
+    cfg = _env_config(args.env, args.overrides, args.sim)
+    if cfg.scenes.procedural and not cfg.episodes_path(args.split).is_file():
         prepare_data(cfg)
     res = evaluate(
         cfg, args.agent, args.split, args.episodes, args.workers, args.out, progress=True
@@ -69,7 +76,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_quickstart(args: argparse.Namespace) -> None:
     from vlnav.quickstart import run_quickstart
 
-    cfg = _env_config(args.env, args.overrides)
+    cfg = _env_config(args.env, args.overrides, args.sim)
     report = run_quickstart(
         cfg, Path(args.out), episodes=args.episodes, workers=args.workers, videos=args.videos
     )
@@ -117,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--workers", type=int, default=2, help="worker processes")
     qs.add_argument("--videos", type=int, default=3, help="episode videos to render")
     qs.set_defaults(func=cmd_quickstart)
+
+    # further stages add their own subcommands: each module has add_parser(subparsers)
+    import importlib
+
+    for module in SUBCOMMAND_MODULES:
+        try:
+            importlib.import_module(module).add_parser(sub)
+        except ModuleNotFoundError as e:
+            if e.name is None or not module.startswith(e.name):
+                raise
     return parser
 
 

@@ -204,6 +204,7 @@ class AgentConfig:
 class ScenesConfig:
     """Which houses: generated with ``seed`` (train houses first, then val_unseen houses)."""
 
+    procedural: bool = True  # False: scenes come from a dataset the user downloads (MP3D)
     train: int = 10
     val_unseen: int = 4
     seed: int = 0
@@ -246,7 +247,11 @@ class EnvConfig:
     agent: AgentConfig = dataclasses.field(default_factory=AgentConfig)
     scenes: ScenesConfig = dataclasses.field(default_factory=ScenesConfig)
     episodes: EpisodesConfig = dataclasses.field(default_factory=EpisodesConfig)
+    # where scenes and episodes live; "{data_dir}" and "{split}" are filled in
+    scenes_path: str = "{data_dir}/scenes"
+    episodes_pattern: str = "{data_dir}/episodes/{split}/{split}.json.gz"
     domain: dict[str, Any] = dataclasses.field(default_factory=dict)
+    habitat: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend-specific
 
     def __post_init__(self) -> None:
         check_choice("backend", self.backend, ("builtin", "habitat"))
@@ -254,7 +259,7 @@ class EnvConfig:
 
     @property
     def scenes_dir(self) -> Path:
-        return Path(self.data_dir) / "scenes"
+        return Path(self.scenes_path.format(data_dir=self.data_dir))
 
     def episodes_path(self, split: str) -> Path:
-        return Path(self.data_dir) / "episodes" / split / f"{split}.json.gz"
+        return Path(self.episodes_pattern.format(data_dir=self.data_dir, split=split))

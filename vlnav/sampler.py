@@ -153,9 +153,10 @@ def prepare_data(config: EnvConfig, force: bool = False, progress: bool = True) 
 
     from vlnav.scenes.generator import GeneratorConfig, generate_houses
 
-    if config.backend != "builtin":
+    if not config.scenes.procedural:
         raise VlnavError(
-            f"env '{config.name}' uses backend '{config.backend}': its data is not generated"
+            f"env '{config.name}' uses external scenes (scenes.procedural: false): "
+            f"nothing to generate; its episodes are read from {config.episodes_path('<split>')}"
         )
     from vlnav.config import from_dict
 

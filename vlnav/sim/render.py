@@ -536,12 +536,13 @@ class Renderer:
         nx, nz = cy * px + sy * pz, cy * pz - sy * px
         ny = np.broadcast_to(py, nx.shape)
         # A box is outside a plane n . p + o >= 0 when even its farthest corner along n is;
-        # the world offset of a plane through the eye is o - n . eye.
-        planes = np.stack([nx, ny, nz, np.abs(nx), np.abs(ny), np.abs(nz)], axis=2)
-        offsets = self._plane_offsets - (nx * eye[0] + ny * eye[1] + nz * eye[2])
-        # (einsum, not @: a product this small is not worth waking BLAS threads.)
-        dist = np.einsum("mk,bpk->bmp", self._chunk_boxes, planes) + offsets[:, None, :]
-        view, chunk = np.nonzero((dist >= 0).all(axis=2))  # sorted by view, then chunk
+        # the world offset of a plane through the eye is o - n . eye. Plane-major: (6, B, .).
+        planes = np.stack([nx, ny, nz, np.abs(nx), np.abs(ny), np.abs(nz)]).T  # (6, B, 6)
+        offsets = self._plane_offsets[:, None] - (nx * eye[0] + ny * eye[1] + nz * eye[2]).T
+        dist = planes.reshape(-1, 6) @ self._chunk_boxes.T  # (6B, M)
+        dist = dist.reshape(6, views, -1) + offsets[:, :, None]
+        inside = np.minimum.reduce(dist, axis=0) >= 0  # (B, M)
+        view, chunk = np.nonzero(inside)  # sorted by view, then chunk
         starts = np.zeros(views + 1, dtype=np.int64)
         np.cumsum(np.bincount(view, minlength=views), out=starts[1:])
         n_closed = np.bincount(view[chunk < self._n_cull_chunks], minlength=views)
