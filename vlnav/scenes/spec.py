@@ -149,7 +149,7 @@ class SceneSpec:
         return None
 
     def instances(self) -> dict[int, dict[str, Any]]:
-        """instance id -> {category, colour, room, position}, for every id in the house."""
+        """instance id -> {category, colour, room, room_type, position}, for every id."""
         out: dict[int, dict[str, Any]] = {}
         for r in self.rooms:
             cx, cz = r.center
@@ -189,6 +189,9 @@ class SceneSpec:
                 "room": o.room,
                 "position": list(o.position),
             }
+        types = {r.id: r.type for r in self.rooms}
+        for v in out.values():
+            v["room_type"] = types.get(v["room"])
         return out
 
     # ---------------------------------------------------------------- file io

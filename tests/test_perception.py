@@ -1,0 +1,123 @@
+"""Semantic captions and candidate views as text, checked against the instance-id images."""
+
+import math
+
+import numpy as np
+import pytest
+
+from vlnav.agents import OracleAgent
+from vlnav.config import EnvConfig, SensorConfig
+from vlnav.episodes import yaw_to_quaternion
+from vlnav.perception import View, make_captioner
+from vlnav.perception.cache import ObservationCache
+from vlnav.perception.candidates import TextObserver, direction_phrase, find_waypoint
+from vlnav.sim.builtin import BuiltinSimulator
+
+
+def test_direction_phrases():
+    assert direction_phrase(0) == "front"
+    assert direction_phrase(30) == "30 degree left"
+    assert direction_phrase(180) == "back"
+    assert direction_phrase(330) == "30 degree right"
+    assert direction_phrase(-90) == "90 degree right"
+
+
+def test_semantic_caption_of_a_synthetic_view():
+    sem = np.zeros((30, 30), np.int32)
+    sem[20:, :] = 1  # floor of the kitchen
+    sem[5:15, 22:29] = 7  # fridge on the right
+    sem[5:12, 0:5] = 9  # doorway on the left
+    depth = np.full((30, 30), 2.0, np.float32)
+    objects = {
+        1: {"category": "floor", "colour": None, "room": 0, "room_type": "kitchen"},
+        7: {"category": "fridge", "colour": "white", "room": 0, "room_type": "kitchen"},
+        9: {"category": "doorway", "colour": None, "room": 0, "room_type": "kitchen"},
+    }
+    cap = make_captioner("semantic").caption([View(depth=depth, semantic=sem, objects=objects)])[0]
+    assert cap.text == "A kitchen with a white fridge on the right, a doorway on the left."
+    assert cap.room == "kitchen" and cap.doorway
+    assert cap.details() == ["white fridge (2 m, right)"]
+
+
+@pytest.fixture(scope="module")
+def house(tmp_path_factory):
+    from vlnav.scenes.generator import generate_houses
+
+    root = tmp_path_factory.mktemp("data")
+    generate_houses(1, 11, root / "scenes", progress=False)
+    cfg = EnvConfig(data_dir=str(root), sensor=SensorConfig(width=96, height=96))
+    sim = BuiltinSimulator(cfg)
+    yield sim, "house_0000"
+    sim.close()
+
+
+def test_oracle_rollout_candidates_name_what_is_in_view(house):
+    """At every decision, every object a candidate caption names is visible in that view's
+    instance-id image, with the category and colour the scene gives it."""
+    sim, scene = house
+    spec = sim.load_scene(scene)
+    rng = np.random.default_rng(0)
+    start, goal = sim.grid.random_point(rng), sim.grid.random_point(rng)
+    sim.reset(scene, start, yaw_to_quaternion(0.0))
+    observer = TextObserver(sim, make_captioner("semantic"))
+    agent = OracleAgent()
+
+    class Ep:
+        goal_position = goal
+
+    agent.reset(Ep, sim, 0)
+    objects = sim.objects()
+    checked = 0
+    for step in range(400):
+        if step % 8 == 0:  # a decision
+            obs = observer.observe(scene)
+            assert obs.candidates, "an open floor always has some candidate direction"
+            pano = sim.panorama(sensors=("semantic",))
+            text = obs.to_text()
+            for c in obs.candidates:
+                visible = set(np.unique(pano["semantic"][c.index]).tolist())
+                room_types = {objects[i]["room_type"] for i in visible if i in objects}
+                if c.caption.room:
+                    assert c.caption.room in room_types
+                for m in c.caption.mentions:
+                    assert m.instance_id in visible
+                    assert objects[m.instance_id]["category"] == m.category
+                    assert objects[m.instance_id]["colour"] == m.colour
+                    assert m.name in text
+                    checked += 1
+                assert sim.is_navigable(c.waypoint)
+        a = agent.act({}, sim.agent_state())
+        if a == 0:
+            break
+        sim.step(a)
+    assert checked > 5
+    assert spec.scene_id == scene
+
+
+def test_waypoints_stop_at_walls(tiny_env):
+    sim = BuiltinSimulator(tiny_env, sensors=())
+    sim.reset("tiny_0000", [2.0, 0, 2.0], [0, 0, 0, 1])
+    wp, d = find_waypoint(sim, [2.0, 0, 2.0], 0.0, max_range=3.0)
+    assert 1.5 < d < 1.8  # the north wall's face is 1.95 m away, minus the 0.18 m radius
+    assert find_waypoint(sim, [2.0, 0, 2.0], 0.0, max_range=3.0, min_range=2.0) is None
+    wp, d = find_waypoint(sim, [2.0, 0, 2.0], -math.pi / 2, max_range=3.0)  # east: the doorway
+    assert d == pytest.approx(3.0)
+
+
+def test_cache_hits_and_identity_invalidation(house, tmp_path):
+    sim, scene = house
+    sim.load_scene(scene)
+    sim.reset(scene, sim.grid.random_point(np.random.default_rng(1)), [0, 0, 0, 1])
+    cache = ObservationCache(tmp_path / "obs.sqlite")
+    a = TextObserver(sim, make_captioner("semantic"), cache=cache).observe(scene)
+    b = TextObserver(sim, make_captioner("semantic"), cache=cache).observe(scene)
+    assert cache.hits == 1 and a.to_text() == b.to_text()
+    other = make_captioner("semantic", max_objects=1)
+    c = TextObserver(sim, other, cache=cache).observe(scene)
+    assert cache.misses == 2  # another identity is never served the old entry
+    assert all(len(x.caption.mentions) <= 1 for x in c.candidates)
+    assert cache.prune({other.identity}) == 1 and len(cache) == 1
+    feat = np.arange(6, dtype=np.float32)
+    k = cache.key(scene, [1, 0, 1], 0.0, "enc", kind="feat")
+    cache.put(k, feat)
+    assert np.array_equal(cache.get(k), feat)

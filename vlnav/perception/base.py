@@ -1,0 +1,114 @@
+"""The Captioner protocol, its data types and the registry of captioners by name."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from vlnav import VlnavError
+
+
+@dataclass
+class View:
+    """One egocentric view. Pixel captioners read ``rgb``; ``semantic`` also reads the
+    instance ids, depth and the scene's ``objects`` (instance id -> category, colour, room)."""
+
+    rgb: np.ndarray | None = None  # (H, W, 3) uint8
+    depth: np.ndarray | None = None  # (H, W) float32 metres
+    semantic: np.ndarray | None = None  # (H, W) int32 instance ids
+    objects: dict[int, dict[str, Any]] | None = None
+    rooms: dict[int, str] | None = None  # room id -> room type
+    hfov: float = 90.0
+
+
+@dataclass
+class Mention:
+    """An object named in a caption, with where it is."""
+
+    category: str
+    colour: str | None = None
+    distance: float | None = None  # metres
+    side: str | None = None  # left | ahead | right
+    instance_id: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.colour} {self.category}" if self.colour else self.category
+
+    def detail(self) -> str:
+        parts = [self.name]
+        where = []
+        if self.distance is not None:
+            where.append(f"{self.distance:.0f} m" if self.distance >= 1.5 else "close")
+        if self.side:
+            where.append(self.side)
+        return parts[0] + (f" ({', '.join(where)})" if where else "")
+
+
+@dataclass
+class Caption:
+    """Two levels, as in LangNav: a one-sentence global caption and object details."""
+
+    text: str
+    mentions: list[Mention] = field(default_factory=list)
+    room: str | None = None
+    doorway: bool = False
+
+    def details(self) -> list[str]:
+        return [m.detail() for m in self.mentions]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "room": self.room,
+            "doorway": self.doorway,
+            "mentions": [m.__dict__ for m in self.mentions],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Caption:
+        return cls(
+            text=d["text"],
+            room=d.get("room"),
+            doorway=bool(d.get("doorway", False)),
+            mentions=[Mention(**m) for m in d.get("mentions", [])],
+        )
+
+
+@runtime_checkable
+class Captioner(Protocol):
+    name: str
+    needs: tuple[str, ...]  # sensors it reads: ("rgb",) or ("semantic", "depth")
+
+    @property
+    def identity(self) -> str:
+        """Changes whenever its output could change (weights, settings): the cache key."""
+        ...
+
+    def caption(self, views: list[View]) -> list[Caption]: ...
+
+
+CAPTIONERS: dict[str, str] = {
+    "semantic": "vlnav.perception.semantic:SemanticCaptioner",
+    "learned": "vlnav.perception.learned:LearnedCaptioner",
+    "hf": "vlnav.perception.pretrained:HFCaptioner",
+    "open_clip": "vlnav.perception.pretrained:OpenClipCaptioner",
+}
+
+
+def make_captioner(spec: str, **kwargs: Any) -> Captioner:
+    """``semantic``, ``learned:<checkpoint>``, ``hf:<model id or path>``, ``open_clip:<model>``."""
+    name, _, arg = spec.partition(":")
+    if name not in CAPTIONERS:
+        raise VlnavError(f"unknown captioner '{spec}' (known: {', '.join(CAPTIONERS)})")
+    module, cls = CAPTIONERS[name].split(":")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise VlnavError(
+            f"captioner '{name}' needs a missing dependency ({e.name}): pip install -e '.[llm]'"
+        ) from None
+    return getattr(mod, cls)(arg, **kwargs) if arg else getattr(mod, cls)(**kwargs)

@@ -1,0 +1,201 @@
+"""Candidate views as text: the LangNav-style observation of one decision.
+
+At each decision the agent sees 12 views at 30° steps. A direction is a *candidate* when
+there is a reachable waypoint in it: the farthest point up to ``max_range`` metres along
+that heading that the agent can walk to in a straight line (at least ``min_range``), as
+VLN-CE waypoint predictors propose. Each candidate's view is captioned and serialised as
+
+    To your 30 degree left is, A kitchen with a white fridge ahead.
+      Details: white fridge (2 m, ahead)
+
+plus the option ``Stop``. The policy chooses among these; a controller walks to the waypoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vlnav.perception.base import Caption, Captioner, View
+
+N_VIEWS = 12
+
+
+def direction_phrase(offset_deg: float) -> str:
+    """Offset from the agent's heading (positive = left) -> "30 degree left", "front", ..."""
+    k = int(round(offset_deg)) % 360
+    if k == 0:
+        return "front"
+    if k == 180:
+        return "back"
+    return f"{k} degree left" if k < 180 else f"{360 - k} degree right"
+
+
+@dataclass
+class Candidate:
+    index: int  # view index k: offset = 30 * k degrees to the left
+    offset_deg: float
+    heading: float  # absolute yaw (radians) of the direction
+    waypoint: list[float]
+    distance: float  # metres to the waypoint
+    caption: Caption
+
+    @property
+    def direction(self) -> str:
+        return direction_phrase(self.offset_deg)
+
+    def to_text(self, details: bool = True) -> str:
+        d = self.direction
+        head = f"To your {d} is, {self.caption.text}"
+        if details and self.caption.mentions:
+            head += "\n  Details: " + "; ".join(self.caption.details())
+        return head
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "offset_deg": self.offset_deg,
+            "heading": self.heading,
+            "waypoint": self.waypoint,
+            "distance": self.distance,
+            "caption": self.caption.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Candidate:
+        return cls(
+            d["index"],
+            d["offset_deg"],
+            d["heading"],
+            d["waypoint"],
+            d["distance"],
+            Caption.from_dict(d["caption"]),
+        )
+
+
+@dataclass
+class TextObservation:
+    scene_id: str
+    position: list[float]
+    heading: float
+    candidates: list[Candidate] = field(default_factory=list)
+
+    def to_text(self, details: bool = True) -> str:
+        lines = [c.to_text(details) for c in self.candidates]
+        return "\n".join([*lines, "Stop"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scene_id": self.scene_id,
+            "position": self.position,
+            "heading": self.heading,
+            "candidates": [c.to_dict() for c in self.candidates],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TextObservation:
+        return cls(
+            d["scene_id"],
+            d["position"],
+            d["heading"],
+            [Candidate.from_dict(c) for c in d["candidates"]],
+        )
+
+
+def find_waypoint(
+    sim: Any,
+    position: list[float],
+    heading: float,
+    max_range: float = 3.0,
+    min_range: float = 0.75,
+    step: float = 0.05,
+) -> tuple[list[float], float] | None:
+    """The farthest straight-line reachable point along ``heading`` (None if < min_range)."""
+    dx, dz = -math.sin(heading), -math.cos(heading)
+    best = 0.0
+    n = int(max_range / step)
+    for k in range(1, n + 1):
+        r = k * step
+        if not sim.is_navigable([position[0] + dx * r, position[1], position[2] + dz * r]):
+            break
+        best = r
+    if best < min_range:
+        return None
+    return [position[0] + dx * best, position[1], position[2] + dz * best], best
+
+
+class TextObserver:
+    """Renders the 12-view panorama at the agent's pose and builds its TextObservation.
+
+    Example:
+        >>> observer = TextObserver(sim, make_captioner("semantic"))
+        >>> print(observer.observe("house_0004").to_text())
+    """
+
+    def __init__(
+        self,
+        sim: Any,
+        captioner: Captioner,
+        cache: Any = None,
+        max_range: float = 3.0,
+        min_range: float = 0.75,
+    ) -> None:
+        self.sim = sim
+        self.captioner = captioner
+        self.cache = cache
+        self.max_range = max_range
+        self.min_range = min_range
+
+    def observe(self, scene_id: str) -> TextObservation:
+        st = self.sim.agent_state()
+        key = None
+        if self.cache is not None:
+            key = self.cache.key(scene_id, st.position, st.heading, self.captioner.identity)
+            hit = self.cache.get(key)
+            if hit is not None:
+                return TextObservation.from_dict(hit)
+        obs = self._compute(scene_id, st.position, st.heading)
+        if self.cache is not None:
+            self.cache.put(key, obs.to_dict())
+        return obs
+
+    def _compute(self, scene_id: str, position: list[float], heading: float) -> TextObservation:
+        headings = [heading + 2 * math.pi * k / N_VIEWS for k in range(N_VIEWS)]
+        ways = [
+            find_waypoint(self.sim, position, h, self.max_range, self.min_range) for h in headings
+        ]
+        keep = [k for k, w in enumerate(ways) if w is not None]
+        out = TextObservation(scene_id, list(position), heading)
+        if not keep:
+            return out
+        pano = self.sim.panorama(sensors=tuple(self.captioner.needs))
+        objects = self.sim.objects()
+        hfov = getattr(getattr(self.sim, "config", None), "sensor", None)
+        hfov = hfov.hfov if hfov is not None else 90.0
+        views = [
+            View(
+                rgb=pano["rgb"][k] if "rgb" in pano else None,
+                depth=pano["depth"][k] if "depth" in pano else None,
+                semantic=pano["semantic"][k] if "semantic" in pano else None,
+                objects=objects,
+                hfov=hfov,
+            )
+            for k in keep
+        ]
+        caps = self.captioner.caption(views)
+        for k, cap in zip(keep, caps):
+            wp, dist = ways[k]
+            out.candidates.append(
+                Candidate(
+                    k,
+                    30.0 * k,
+                    float(np.remainder(headings[k] + math.pi, 2 * math.pi) - math.pi),
+                    [float(v) for v in wp],
+                    round(dist, 3),
+                    cap,
+                )
+            )
+        return out

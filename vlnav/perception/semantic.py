@@ -1,0 +1,104 @@
+"""The ``semantic`` captioner: what is in view, read from the instance-id and depth sensors.
+
+Deterministic and exact: the room type comes from the floor that covers most of the view,
+objects are ranked by visible area and nearness, each with its colour, rough distance and
+side (left / ahead / right, by thirds of the image). Output is capped (``max_objects``) so a
+12-view observation stays compact for a small language model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vlnav.perception.base import Caption, Mention, View
+
+STRUCTURE = {"floor", "ceiling", "wall", "doorway"}
+
+
+def article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def side_of(col: float, width: int) -> str:
+    if col < width / 3:
+        return "left"
+    if col > 2 * width / 3:
+        return "right"
+    return "ahead"
+
+
+def _where(m: Mention) -> str:
+    return {"left": "on the left", "right": "on the right", "ahead": "ahead"}[m.side or "ahead"]
+
+
+class SemanticCaptioner:
+    name = "semantic"
+    needs = ("semantic", "depth")
+
+    def __init__(self, max_objects: int = 3, min_area: float = 0.003, max_distance: float = 8.0):
+        self.max_objects = max_objects
+        self.min_area = min_area
+        self.max_distance = max_distance
+
+    @property
+    def identity(self) -> str:
+        return f"semantic-v1-k{self.max_objects}-a{self.min_area}-d{self.max_distance}"
+
+    def caption(self, views: list[View]) -> list[Caption]:
+        return [self._one(v) for v in views]
+
+    def _one(self, view: View) -> Caption:
+        if view.semantic is None or view.depth is None or view.objects is None:
+            raise ValueError("the semantic captioner needs semantic, depth and objects")
+        sem, depth, objects = view.semantic, view.depth, view.objects
+        h, w = sem.shape
+        ids, counts = np.unique(sem, return_counts=True)
+        total = float(h * w)
+        floor_area: dict[str, float] = {}
+        doorway: Mention | None = None
+        cands: list[tuple[float, Mention]] = []
+        for iid, cnt in zip(ids.tolist(), counts.tolist()):
+            info = objects.get(iid)
+            if iid == 0 or info is None:
+                continue
+            cat = info["category"]
+            frac = cnt / total
+            if cat == "floor":
+                rt = info.get("room_type") or "room"
+                floor_area[rt] = floor_area.get(rt, 0.0) + frac
+                continue
+            if cat in ("wall", "ceiling") or frac < self.min_area:
+                continue
+            mask = sem == iid
+            d = float(np.median(depth[mask]))
+            if d > self.max_distance:
+                continue
+            col = float(np.nonzero(mask.any(axis=0))[0].mean())
+            m = Mention(cat, info.get("colour"), round(d, 1), side_of(col, w), iid)
+            if cat == "doorway":
+                if doorway is None or d < (doorway.distance or 1e9):
+                    doorway = m
+                continue
+            cands.append((frac / (1.0 + 0.5 * d), m))
+        cands.sort(key=lambda t: (-t[0], t[1].instance_id))
+        mentions = [m for _, m in cands[: self.max_objects]]
+        room = max(floor_area, key=lambda k: floor_area[k]) if floor_area else None
+        return Caption(
+            self._sentence(room, mentions, doorway, depth), mentions, room, doorway is not None
+        )
+
+    def _sentence(self, room, mentions, doorway, depth) -> str:
+        if room is None:
+            near = float(np.median(depth[depth > 0])) if (depth > 0).any() else 0.0
+            head = f"A wall {near:.0f} m ahead" if near >= 1.5 else "A wall close ahead"
+        else:
+            head = f"{article(room).capitalize()} {room}"
+        parts = [f"{article(m.name)} {m.name} {_where(m)}" for m in mentions]
+        text = head
+        if parts:
+            text += " with " + (
+                ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+            )
+        if doorway is not None:
+            text += f", a doorway {_where(doorway)}"
+        return text + "."
