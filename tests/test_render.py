@@ -167,6 +167,28 @@ def test_frustum_culling_changes_nothing():
         np.testing.assert_array_equal(a[name], b[name])
 
 
+def test_one_draw_per_chunk_fallback_matches_multi_draw():
+    # Without GL 4.3 (glMultiDrawArraysIndirect) the chunks are drawn one call each.
+    meshes = [(i + 1, box((i - 2.0, 1.0, -3.0 - i), (0.5, 0.5, 0.5))) for i in range(5)]
+    multi, single = make_renderer(meshes), make_renderer(meshes)
+    single._use_indirect = False
+    yaws = [0.0, 0.5, -0.5]
+    a, b = multi.render_views(EYE, yaws), single.render_views(EYE, yaws)
+    multi.close()
+    single.close()
+    assert len(np.unique(a["semantic"])) == 6
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_benchmark_renderer_reports_rates():
+    figures = render_module.benchmark_renderer(sizes=(32,), seconds=0.01)
+    assert figures["triangles"] > 15_000
+    for kind in ("single", "pano12"):
+        for sensors in ("rgb", "all"):
+            assert figures[f"32/{kind}/{sensors}"] > 0
+
+
 def test_resolution_and_hfov_set_shape_and_apparent_size():
     mesh = box((0.0, 1.5, -4.5), (1.0, 1.0, 1.0))
     wide = make_renderer([(1, mesh)], width=96, height=64, hfov=90.0)

@@ -112,10 +112,26 @@ def oracle_action(
     return TURN_LEFT if diff > 0 else TURN_RIGHT
 
 
-AGENTS: dict[str, type] = {"random": RandomAgent, "forward": ForwardAgent, "oracle": OracleAgent}
+AGENTS: dict[str, Any] = {
+    "random": RandomAgent,
+    "forward": ForwardAgent,
+    "oracle": OracleAgent,
+    "policy": "vlnav.policy.agent:PolicyAgent",  # needs torch: imported when asked for
+}
 
 
 def make_agent(name: str, **kwargs: Any) -> Agent:
     if name not in AGENTS:
         raise VlnavError(f"unknown agent '{name}' (known: {', '.join(AGENTS)})")
-    return AGENTS[name](**kwargs)
+    cls = AGENTS[name]
+    if isinstance(cls, str):
+        import importlib
+
+        module, attr = cls.split(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except ImportError as e:
+            raise VlnavError(
+                f"agent '{name}' needs a missing dependency ({e.name}): pip install -e '.[llm]'"
+            ) from None
+    return cls(**kwargs)

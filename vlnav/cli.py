@@ -64,13 +64,37 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from vlnav.sampler import prepare_data
 
     cfg = _env_config(args.env, args.overrides, args.sim)
+    if cfg.backend == "habitat":  # say how to install it before generating any data
+        from vlnav.sim.habitat import require_habitat_sim
+
+        require_habitat_sim()
     if cfg.scenes.procedural and not cfg.episodes_path(args.split).is_file():
         prepare_data(cfg)
+    agent, kwargs = args.agent, {}
+    if args.policy:
+        agent, kwargs = "policy", {"checkpoint": args.policy}
+        from vlnav.policy.model import NavPolicy
+
+        NavPolicy.load(args.policy)  # a bad checkpoint fails here, before any work
     res = evaluate(
-        cfg, args.agent, args.split, args.episodes, args.workers, args.out, progress=True
+        cfg,
+        agent,
+        args.split,
+        args.episodes,
+        args.workers,
+        args.out,
+        agent_kwargs=kwargs,
+        progress=True,
     )
-    print(format_table({args.agent: res.metrics}))
+    print(format_table({res.agent: res.metrics}))
     print(f"records and metrics in {res.out_dir}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from vlnav.train import Trainer, load_train_config
+
+    cfg = load_train_config(args.config, args.overrides)
+    Trainer(cfg).run()
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
@@ -110,12 +134,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate an agent; resumable, writes records + metrics")
     ev.add_argument("--agent", default="oracle", help="random | forward | oracle")
+    ev.add_argument("--policy", default=None, help="a trained policy checkpoint folder")
     _add_env_args(ev)
     ev.add_argument("--split", default="val_unseen", help="train | val_seen | val_unseen")
     ev.add_argument("--episodes", type=int, default=None, help="first N episodes (default all)")
     ev.add_argument("--workers", type=int, default=1, help="worker processes")
     ev.add_argument("--out", default=None, help="output folder (default runs/eval/...)")
     ev.set_defaults(func=cmd_eval)
+
+    tr = sub.add_parser("train", help="train the small-LM policy (imitation + DAgger); resumable")
+    tr.add_argument("config", help="experiment YAML, e.g. configs/langnav-small.yaml")
+    tr.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set policy.layers=2 (repeatable)",
+    )
+    tr.set_defaults(func=cmd_train)
 
     qs = sub.add_parser("quickstart", help="the whole pipeline on the embedded default")
     _add_env_args(qs)

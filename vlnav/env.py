@@ -51,7 +51,7 @@ class VLNEnv(gym.Env):
         else:
             self.config = load_config(EnvConfig, env_config, overrides)
         if episodes is None:
-            if prepare and self.config.backend == "builtin":
+            if prepare and self.config.scenes.procedural:
                 from vlnav.sampler import prepare_data
 
                 prepare_data(self.config, progress=False)

@@ -76,6 +76,7 @@ def run_episode(
         stopped=stopped,
         success_radius=success_radius,
         agent=getattr(agent, "name", type(agent).__name__),
+        extra={"trace": agent.trace} if getattr(agent, "trace", None) else {},
     )
 
 
@@ -140,6 +141,10 @@ def evaluate(
 
     agent_kwargs = agent_kwargs or {}
     make_agent(agent, **agent_kwargs)  # fail fast on an unknown agent
+    if not config.scenes.procedural:  # downloaded data (MP3D, R2R-CE): say what to fetch
+        from vlnav.sim.habitat_config import check_external_data
+
+        check_external_data(config, split)
     path = config.episodes_path(split)
     if not path.is_file():
         raise VlnavError(f"no episodes for split '{split}' at {path} (run `vlnav episodes sample`)")
@@ -151,6 +156,11 @@ def evaluate(
 
         for scene in sorted({e.scene_id for e in eps}):
             find_scene(config.scenes_dir, scene)
+    elif config.backend == "habitat":  # checks scans; writes procedural houses' habitat files once
+        from vlnav.sim.habitat_config import resolve_scene
+
+        for scene in sorted({e.scene_id for e in eps}):
+            resolve_scene(config, scene)
     out = Path(out_dir or Path("runs") / "eval" / f"{agent}-{config.name}-{split}")
     out.mkdir(parents=True, exist_ok=True)
     rec_path = out / "records.jsonl"

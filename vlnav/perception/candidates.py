@@ -40,7 +40,7 @@ class Candidate:
     offset_deg: float
     heading: float  # absolute yaw (radians) of the direction
     waypoint: list[float]
-    distance: float  # metres to the waypoint
+    distance: float  # metres walked to the waypoint (a whole number of forward steps)
     caption: Caption
 
     @property
@@ -111,20 +111,32 @@ def find_waypoint(
     heading: float,
     max_range: float = 3.0,
     min_range: float = 0.75,
-    step: float = 0.05,
+    step: float = 0.25,
 ) -> tuple[list[float], float] | None:
-    """The farthest straight-line reachable point along ``heading`` (None if < min_range)."""
-    dx, dz = -math.sin(heading), -math.cos(heading)
-    best = 0.0
-    n = int(max_range / step)
-    for k in range(1, n + 1):
-        r = k * step
-        if not sim.is_navigable([position[0] + dx * r, position[1], position[2] + dz * r]):
+    """Where walking straight along ``heading`` for up to ``max_range`` metres ends.
+
+    The walk is simulated with the agent's own forward steps (``step`` metres, sliding along
+    obstacles as the backend does), so the controller that later takes the same steps lands
+    exactly on the waypoint, and a doorway slightly off the direction is still passed through.
+    Returns (waypoint, walked length), or None when the walk ends within ``min_range``.
+    """
+    grid = getattr(sim, "grid", None)
+    p = [float(v) for v in position]
+    walked = 0.0
+    for _ in range(int(round(max_range / step))):
+        if grid is not None:
+            q, _ = grid.move(p, heading, step)
+        else:  # backends without a grid: straight steps, no sliding
+            q = [p[0] - math.sin(heading) * step, p[1], p[2] - math.cos(heading) * step]
+            if not sim.is_navigable(q):
+                break
+        if math.dist(p, q) < 0.5 * step:  # blocked: sliding would creep along the wall
             break
-        best = r
-    if best < min_range:
+        p = q
+        walked += step
+    if math.dist(p, position) < min_range:
         return None
-    return [position[0] + dx * best, position[1], position[2] + dz * best], best
+    return p, walked
 
 
 class TextObserver:
@@ -142,8 +154,11 @@ class TextObserver:
         cache: Any = None,
         max_range: float = 3.0,
         min_range: float = 0.75,
+        step: float | None = None,
     ) -> None:
         self.sim = sim
+        cfg = getattr(sim, "config", None)
+        self.step = step or (cfg.agent.forward_step if cfg is not None else 0.25)
         self.captioner = captioner
         self.cache = cache
         self.max_range = max_range
@@ -165,7 +180,8 @@ class TextObserver:
     def _compute(self, scene_id: str, position: list[float], heading: float) -> TextObservation:
         headings = [heading + 2 * math.pi * k / N_VIEWS for k in range(N_VIEWS)]
         ways = [
-            find_waypoint(self.sim, position, h, self.max_range, self.min_range) for h in headings
+            find_waypoint(self.sim, position, h, self.max_range, self.min_range, self.step)
+            for h in headings
         ]
         keep = [k for k, w in enumerate(ways) if w is not None]
         out = TextObservation(scene_id, list(position), heading)

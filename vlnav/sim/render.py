@@ -12,16 +12,17 @@ positive pitch looks up. Image row 0 is the top of the image.
 
 Speed on a CPU (llvmpipe) comes from submitting little: triangles are grouped into small
 spatial chunks that are culled against each view's frustum on the CPU and drawn with one
-multi-draw call; back faces of closed meshes are culled; the draw is cut into a few
-flushed pieces so that llvmpipe's raster threads work while the next piece is set up; a
-panorama goes into one tall framebuffer and is read back once.
+multi-draw call, back faces of closed meshes are culled, and a panorama goes into one tall
+framebuffer that is read back once. Unless ``LP_NUM_THREADS`` is set, llvmpipe is told to
+rasterise in the calling thread (thread hand-offs cost about what they save at these image
+sizes): scale out with worker processes, one per core. ``benchmark_renderer`` measures it.
 
 Nothing here creates a GL context at import time: ``Renderer()`` does.
 
 Example:
     >>> import trimesh
     >>> box = trimesh.creation.box((1, 1, 1))
-    >>> box.apply_translation((0, 1.5, -3))
+    >>> box = box.apply_translation((0, 1.5, -3))
     >>> box.visual.face_colors = (255, 0, 0, 255)
     >>> r = Renderer(128, 128)
     >>> r.set_geometry(*Renderer.geometry_from_meshes([(7, box)]))
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -117,6 +119,10 @@ def _create_context() -> Any:
         import moderngl
     except ImportError as e:  # pragma: no cover - moderngl is a core dependency
         raise RendererError("the renderer needs moderngl: pip install moderngl") from e
+    # llvmpipe (Mesa's CPU driver) rasterises in the calling thread unless told otherwise:
+    # handing 128^2-224^2 frames to raster threads costs about as much as it saves, and
+    # simulators scale by worker processes, which threads per process would oversubscribe.
+    os.environ.setdefault("LP_NUM_THREADS", "0")
     try:
         return moderngl.create_standalone_context(backend="egl", require=330)
     except Exception as e:
@@ -125,6 +131,10 @@ def _create_context() -> Any:
             f"cannot create a headless OpenGL 3.3 context with EGL ({reason}); "
             f"install Mesa EGL: {EGL_INSTALL_HINT}"
         ) from e
+
+
+def _no_flush() -> None:
+    pass
 
 
 def _gl_flush_function() -> Callable[[], None]:
@@ -141,7 +151,7 @@ def _gl_flush_function() -> Callable[[], None]:
             continue
         flush.restype, flush.argtypes = None, []
         return flush
-    return lambda: None
+    return _no_flush
 
 
 def _normalise_sensors(sensors: Sequence[str] | str) -> tuple[str, ...]:
@@ -225,18 +235,17 @@ def _spread_bits(v: np.ndarray) -> np.ndarray:
 
 
 def _spatial_chunks(
-    positions: np.ndarray, group: np.ndarray, chunk_triangles: int
+    positions: np.ndarray, bucket: np.ndarray, chunk_triangles: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Cut triangles into small, spatially compact chunks for per-view frustum culling.
+    """Cut triangles into small, spatially compact chunks for per-view culling.
 
-    Triangles are sorted by ``group`` (chunks never mix groups), then by whether they are
-    large (longest side over 1 m: floors and walls, kept apart so that they do not inflate
-    the boxes of small-object chunks), then along a Morton curve of their centres, and cut
-    into runs of at most ``chunk_triangles``.
+    Triangles are sorted by ``bucket`` (chunks never mix buckets), then along a Morton curve
+    of their centres, and cut into runs of at most ``chunk_triangles``.
 
     Returns:
         order: (T,) triangle permutation; starts: (M,) first triangle of each chunk in the
-        new order; chunk_group: (M,) group of each chunk; lo, hi: (M, 3) chunk bounds.
+        new order; bucket_starts: (B + 1,) first chunk of each bucket 0 .. B - 1 and the
+        chunk count; lo, hi: (M, 3) chunk bounds.
     """
     tri = positions.reshape(-1, 3, 3).astype(np.float64)
     tmin, tmax = tri.min(axis=1), tri.max(axis=1)
@@ -245,19 +254,15 @@ def _spatial_chunks(
     cell = np.clip((centre - scene_lo) / np.maximum(scene_hi - scene_lo, 1e-9), 0, 1) * 1023
     code = _spread_bits(cell[:, 0]) | (_spread_bits(cell[:, 1]) << np.uint64(1))
     code |= _spread_bits(cell[:, 2]) << np.uint64(2)
-    bucket = 2 * group.astype(np.int64) + ((tmax - tmin).max(axis=1) > 1.0)
     order = np.lexsort((code, bucket))
-    sorted_bucket = bucket[order]
-    edges = np.flatnonzero(np.diff(sorted_bucket)) + 1
-    starts = np.concatenate(
-        [
-            np.arange(s, e, chunk_triangles)
-            for s, e in zip(np.r_[0, edges], np.r_[edges, len(order)], strict=True)
-        ]
-    ).astype(np.int64)
+    n_buckets = int(bucket.max()) + 1
+    bounds = np.searchsorted(bucket[order], np.arange(n_buckets + 1))
+    runs = [np.arange(a, b, chunk_triangles) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    starts = np.concatenate(runs).astype(np.int64)
+    bucket_starts = np.cumsum([0] + [len(r) for r in runs])
     lo = np.minimum.reduceat(tmin[order], starts, axis=0)
     hi = np.maximum.reduceat(tmax[order], starts, axis=0)
-    return order, starts, group[order][starts], lo, hi
+    return order, starts, bucket_starts, lo, hi
 
 
 class Renderer:
@@ -280,18 +285,20 @@ class Renderer:
     raises ``RuntimeError``; create one ``Renderer`` per thread or process. Forking a process
     after a context exists hangs the child: worker processes must be started with the
     ``"spawn"`` start method (``multiprocessing.get_context("spawn")``). Several renderers
-    in one thread are fine.
+    in one thread are fine. On CPU machines the first ``Renderer`` of a process sets
+    ``LP_NUM_THREADS=0`` unless it is set (llvmpipe then rasterises in the calling thread):
+    run one worker process per core for throughput.
 
     Example:
-        >>> r = Renderer(128, 128, hfov=90)
-        >>> r.set_geometry(positions, colors, instance_ids)  # doctest: +SKIP
-        >>> pano = r.render_views(eye, [i * math.pi / 6 for i in range(12)])  # doctest: +SKIP
+        >>> with Renderer(128, 128) as r:  # doctest: +SKIP
+        ...     r.set_geometry(*Renderer.geometry_from_meshes(meshes))
+        ...     pano = r.render_views(eye, [i * math.pi / 6 for i in range(12)])
         >>> pano["rgb"].shape  # doctest: +SKIP
         (12, 128, 128, 3)
     """
 
-    chunk_triangles = 64  # triangles per frustum-culling chunk
-    flush_commands = 48  # chunks drawn between two flushes (about 3k triangles)
+    chunk_triangles = 64  # triangles per frustum-culling chunk (read by set_geometry)
+    flush_commands = 48  # chunks between two flushes, with llvmpipe raster threads only
 
     def __init__(
         self,
@@ -348,7 +355,15 @@ class Renderer:
             self._ctx.front_face = "cw"  # counter-clockwise in eye space: the y flip mirrors it
             self.gl_renderer = str(self._ctx.info["GL_RENDERER"])  # e.g. "llvmpipe (LLVM 15...)"
         self._proj = self._projection_bytes()
-        self._flush = _gl_flush_function()
+        # Flushing part-way through a frame only pays when llvmpipe has raster threads.
+        threaded = "llvmpipe" in self.gl_renderer and os.environ.get("LP_NUM_THREADS") != "0"
+        self._flush = _gl_flush_function() if threaded else _no_flush
+        try:
+            import cv2
+
+            self._cv2: Any = cv2
+        except ImportError:  # pragma: no cover - opencv is a core dependency
+            self._cv2 = None
         # glMultiDrawArraysIndirect (GL 4.3; llvmpipe has it): all visible chunks in one call.
         self._use_indirect = self._ctx.version_code >= 430
         self._indirect: Any = None
@@ -490,15 +505,24 @@ class Renderer:
         if n == 0:
             return
 
-        # Closed meshes are drawn first with back faces culled (group 0), the rest two-sided.
+        # Four buckets of chunks, drawn in this order: 0 closed and large, 1 open and large,
+        # 2 closed and small, 3 open and small. Closed meshes are drawn with their back
+        # faces culled. Large triangles (longest side over 1 m: floors, walls) have chunks
+        # of their own so that they do not inflate the boxes of small-object chunks, and,
+        # drawn first, they hide what is behind them from the fragment shader early.
         cull, flip, self._closed_lo, self._closed_hi = _closed_instances(positions, ids[2::3])
-        order, starts, chunk_group, lo, hi = _spatial_chunks(
-            positions, (~cull).astype(np.int64), self.chunk_triangles
+        tri = positions.reshape(-1, 3, 3)
+        small = (tri.max(axis=1) - tri.min(axis=1)).max(axis=1) <= 1.0
+        bucket = 2 * small.astype(np.int64) + ~cull
+        order, starts, bucket_starts, lo, hi = _spatial_chunks(
+            positions, bucket, self.chunk_triangles
         )
+        self._bucket_starts = np.zeros(5, dtype=np.int64)
+        self._bucket_starts[: len(bucket_starts)] = bucket_starts
+        self._bucket_starts[len(bucket_starts) :] = bucket_starts[-1]
         corner = np.tile(np.arange(3), (len(order), 1))
         corner[flip[order]] = (0, 2, 1)  # inward-wound closed meshes: reverse the winding
         vertex_order = (3 * order[:, None] + corner).reshape(-1)
-        self._n_cull_chunks = int(np.count_nonzero(chunk_group == 0))
         # Centre and half size of each chunk's box, a hair larger: never cull a touching one.
         self._chunk_boxes = np.concatenate([(lo + hi) / 2, (hi - lo) / 2 + 1e-4], axis=1)
         # One indirect draw command per chunk: count, instances, first, base instance and a
@@ -519,34 +543,27 @@ class Renderer:
 
     def _visible_chunks(
         self, eye: np.ndarray, yaws: Sequence[float], pitch: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The draw commands of the chunks inside each view's frustum.
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The (view, chunk) pairs whose box meets the view's frustum, sorted by view, chunk.
 
-        Returns the commands of all views back to back, (K, 5) uint32, the (B + 1,) offsets
-        of each view's commands in them, and (B,) how many of each view's commands draw
-        closed meshes (they come first).
+        Each eye-space frustum plane n . p + o >= 0 is turned to the world, n_w = R n with
+        R = R_y(yaw) R_x(pitch), o_w = o - n_w . eye; a box is outside when even its
+        farthest corner along n_w is: n_w . centre + |n_w| . half + o_w < 0.
         """
-        views = len(yaws)
-        # Frustum plane normals turned by the pitch (R_x), then by each yaw (R_y): (B, 6).
         sp, cp = math.sin(pitch), math.cos(pitch)
-        n = self._plane_normals
+        n = self._plane_normals  # (6, 3)
         px, py, pz = n[:, 0], cp * n[:, 1] - sp * n[:, 2], sp * n[:, 1] + cp * n[:, 2]
         yaw = np.asarray(yaws, dtype=np.float64)[:, None]
         sy, cy = np.sin(yaw), np.cos(yaw)
-        nx, nz = cy * px + sy * pz, cy * pz - sy * px
-        ny = np.broadcast_to(py, nx.shape)
-        # A box is outside a plane n . p + o >= 0 when even its farthest corner along n is;
-        # the world offset of a plane through the eye is o - n . eye. Plane-major: (6, B, .).
-        planes = np.stack([nx, ny, nz, np.abs(nx), np.abs(ny), np.abs(nz)]).T  # (6, B, 6)
-        offsets = self._plane_offsets[:, None] - (nx * eye[0] + ny * eye[1] + nz * eye[2]).T
-        dist = planes.reshape(-1, 6) @ self._chunk_boxes.T  # (6B, M)
-        dist = dist.reshape(6, views, -1) + offsets[:, :, None]
-        inside = np.minimum.reduce(dist, axis=0) >= 0  # (B, M)
-        view, chunk = np.nonzero(inside)  # sorted by view, then chunk
-        starts = np.zeros(views + 1, dtype=np.int64)
-        np.cumsum(np.bincount(view, minlength=views), out=starts[1:])
-        n_closed = np.bincount(view[chunk < self._n_cull_chunks], minlength=views)
-        return self._chunk_commands[chunk], starts, n_closed
+        planes = np.empty((len(yaw), 6, 7))  # per view and plane: n_w, |n_w|, o_w
+        planes[:, :, 0] = cy * px + sy * pz
+        planes[:, :, 1] = py
+        planes[:, :, 2] = cy * pz - sy * px
+        np.abs(planes[:, :, :3], out=planes[:, :, 3:6])
+        planes[:, :, 6] = self._plane_offsets - planes[:, :, :3] @ eye
+        planes = planes.reshape(-1, 7)
+        dist = planes[:, :6] @ self._chunk_boxes.T + planes[:, 6:]  # (6 * B, M)
+        return np.nonzero(dist.reshape(len(yaw), 6, -1).min(axis=1) >= 0)
 
     def _inside_closed_mesh(self, eye: np.ndarray) -> bool:
         """Whether the eye may see the inside of a closed mesh (then nothing is culled)."""
@@ -554,17 +571,66 @@ class Renderer:
         inside = (eye >= self._closed_lo - reach) & (eye <= self._closed_hi + reach)
         return bool(inside.all(axis=1).any())
 
-    def _draw(self, vao: Any, commands: np.ndarray, first: int, count: int) -> None:
-        """Draw commands ``first .. first + count`` of the uploaded list, flushing on the way."""
-        step = self.flush_commands
-        for start in range(first, first + count, step):
-            n = min(step, first + count - start)
+    def _draw_chunks(
+        self,
+        fbo: Any,
+        vao: Any,
+        uniforms: dict[str, Any],
+        view_matrices: list[bytes],
+        view: np.ndarray,
+        chunk: np.ndarray,
+        cull: bool,
+    ) -> None:
+        """Draw the (view, chunk) pairs, view by view, bucket by bucket."""
+        commands = self._chunk_commands[chunk]
+        if self._use_indirect and len(commands):
+            if self._indirect is None or self._indirect.size < commands.nbytes:
+                if self._indirect is not None:
+                    self._indirect.release()
+                self._indirect = self._ctx.buffer(reserve=2 * max(commands.nbytes, 4096))
+            self._indirect.write(commands)
+        # bounds[i, k]: first pair of view i in bucket k (pairs are sorted by view, chunk).
+        key = view * (len(self._chunk_commands) + 1) + chunk
+        marks = np.arange(len(view_matrices))[:, None] * (len(self._chunk_commands) + 1)
+        bounds = np.searchsorted(key, marks + self._bucket_starts).tolist()
+        w, h = self.width, self.height
+        pending = 0  # commands drawn since the last flush
+        for i, matrix in enumerate(view_matrices):
+            row = bounds[i]
+            if row[0] == row[4]:
+                continue
+            uniforms["view"].write(matrix)
+            fbo.viewport = (0, i * h, w, h)
+            for k in range(4):
+                if row[k] == row[k + 1]:
+                    continue
+                closed = cull and k % 2 == 0  # buckets 0 and 2 hold closed meshes
+                if closed:
+                    self._ctx.enable(self._mgl.CULL_FACE)
+                pending = self._draw(vao, commands, row[k], row[k + 1], pending)
+                if closed:
+                    self._ctx.disable(self._mgl.CULL_FACE)
+        fbo.viewport = (0, 0, w, h * len(view_matrices))
+
+    def _draw(self, vao: Any, commands: np.ndarray, first: int, stop: int, pending: int) -> int:
+        """Draw uploaded commands ``first .. stop - 1``; returns the count since the last flush.
+
+        Every ``flush_commands`` commands a flush hands the work so far to llvmpipe's raster
+        threads, which then rasterise while this thread sets up the next triangles. (Each
+        flush also starts a new binning scene, which costs a little: not more often.)
+        """
+        while first < stop:
+            n = min(stop - first, self.flush_commands - pending)
             if self._use_indirect:
-                vao.render_indirect(self._indirect, self._mgl.TRIANGLES, n, start)
+                vao.render_indirect(self._indirect, self._mgl.TRIANGLES, n, first)
             else:  # GL < 4.3: one draw call per chunk
-                for vertices, _, first_vertex, _, _ in commands[start : start + n].tolist():
+                for vertices, _, first_vertex, _, _ in commands[first : first + n].tolist():
                     vao.render(vertices=vertices, first=first_vertex)
-            self._flush()
+            first, pending = first + n, pending + n
+            if pending >= self.flush_commands:
+                self._flush()
+                pending = 0
+        return pending
 
     # ------------------------------------------------------------------ rendering
 
@@ -616,8 +682,7 @@ class Renderer:
 
             out: dict[str, np.ndarray] = {}
             if "rgb" in sensors:
-                out["rgb"] = np.empty((views, h, w, 3), dtype=np.uint8)
-                fbo.read_into(out["rgb"], components=3, attachment=sensors.index("rgb"))
+                out["rgb"] = self._read_rgb(fbo, target, sensors.index("rgb"), views)
             if "depth" in sensors:
                 out["depth"] = np.empty((views, h, w), dtype=np.float32)
                 fbo.read_into(
@@ -628,6 +693,22 @@ class Renderer:
                 index = sensors.index("semantic")
                 fbo.read_into(out["semantic"], components=1, attachment=index, dtype="i4")
         return out
+
+    def _read_rgb(
+        self, fbo: Any, target: dict[str, Any], attachment: int, views: int
+    ) -> np.ndarray:
+        h, w = self.height, self.width
+        if self._cv2 is None:
+            rgb = np.empty((views, h, w, 3), dtype=np.uint8)
+            fbo.read_into(rgb, components=3, attachment=attachment)
+            return rgb
+        # Reading 4 channels is Mesa's fast path (10x faster than 3), and OpenCV drops the
+        # alpha channel far faster than a strided numpy copy.
+        if "rgba" not in target:
+            target["rgba"] = np.empty((views * h, w, 4), dtype=np.uint8)
+        fbo.read_into(target["rgba"], components=4, attachment=attachment)
+        rgb = self._cv2.cvtColor(target["rgba"], self._cv2.COLOR_RGBA2RGB)
+        return rgb.reshape(views, h, w, 3)
 
     def _draw_views(
         self,
@@ -642,27 +723,11 @@ class Renderer:
         x, y, z = (float(v) for v in eye)
         if uniforms["eye"] is not None:
             uniforms["eye"].value = (x, y, z)
-        commands, starts, n_closed = self._visible_chunks(eye, yaws, pitch)
-        if self._use_indirect and len(commands):
-            if self._indirect is None or self._indirect.size < commands.nbytes:
-                if self._indirect is not None:
-                    self._indirect.release()
-                self._indirect = self._ctx.buffer(reserve=2 * max(commands.nbytes, 4096))
-            self._indirect.write(commands)
-        cull = self._n_cull_chunks > 0 and not self._inside_closed_mesh(eye)
         sp, cp = math.sin(pitch), math.cos(pitch)
-        w, h = self.width, self.height
-        for i, yaw in enumerate(yaws):
-            uniforms["view"].write(_view_matrix_bytes(x, y, z, float(yaw), sp, cp))
-            fbo.viewport = (0, i * h, w, h)
-            first, count = int(starts[i]), int(starts[i + 1] - starts[i])
-            split = int(n_closed[i]) if cull else 0
-            if split:
-                self._ctx.enable(self._mgl.CULL_FACE)
-                self._draw(vao, commands, first, split)
-                self._ctx.disable(self._mgl.CULL_FACE)
-            self._draw(vao, commands, first + split, count - split)
-        fbo.viewport = (0, 0, w, h * len(yaws))
+        matrices = [_view_matrix_bytes(x, y, z, float(yaw), sp, cp) for yaw in yaws]
+        view, chunk = self._visible_chunks(eye, yaws, pitch)
+        cull = not self._inside_closed_mesh(eye)
+        self._draw_chunks(fbo, vao, uniforms, matrices, view, chunk, cull)
 
     def close(self) -> None:
         """Release the GL context and everything in it (idempotent)."""

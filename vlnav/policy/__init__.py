@@ -1,0 +1,1 @@
+"""The small language-model policy: prompt, model, controller, training and the agent."""

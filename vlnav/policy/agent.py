@@ -1,0 +1,195 @@
+"""Decision-level agents: the trained policy (``PolicyAgent``) and the data-collecting
+``DecisionAgent`` (expert, policy or a DAgger mixture), both behind the harness's Agent API.
+
+At each decision the agent builds the text observation of its 12-view panorama, chooses a
+candidate (or Stop), and the controller turns that into low-level actions; a forward step
+that collides ends the move early and the next decision follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlnav.perception.base import make_captioner
+from vlnav.perception.candidates import TextObservation, TextObserver
+from vlnav.policy.controller import candidate_actions
+from vlnav.policy.expert import expert_label
+from vlnav.policy.model import NavPolicy
+from vlnav.policy.prompt import LABELS, STOP_LABEL, Decision, header_text
+from vlnav.sim.base import MOVE_FORWARD, STOP, AgentState
+
+
+class EpisodeContext:
+    """The policy's KV cache for one episode: each decision feeds only its new tokens."""
+
+    def __init__(self, policy: NavPolicy, instruction: str) -> None:
+        self.policy = policy
+        self.pending = policy.encode(header_text(instruction))
+        self.past: Any = None
+        self.pos = 0
+
+    @torch.no_grad()
+    def scores(self, decision: Decision) -> tuple[np.ndarray, list[bool]]:
+        """Label log-probabilities (13,) for this decision (-inf where unavailable)."""
+        pol = self.policy
+        ids, views, avail = pol.encode_step(decision)
+        seq = self.pending + ids
+        views = [-1] * len(self.pending) + views
+        if self.pos + len(seq) + 1 > pol.config.max_len:
+            out = np.full(len(avail), -np.inf)
+            out[-1] = 0.0  # out of context: stop
+            return out, avail
+        t = torch.tensor([seq])
+        feats = None
+        if pol.proj is not None and decision.features is not None:
+            feats = torch.as_tensor(np.asarray(decision.features, np.float32))[None, None]
+        hidden, self.past = pol.step_logits(
+            t,
+            torch.tensor([views]),
+            torch.zeros_like(t),
+            feats,
+            torch.ones((1, self.pos + len(seq)), dtype=torch.long),
+            torch.arange(self.pos, self.pos + len(seq))[None],
+            self.past,
+        )
+        self.pos += len(seq)
+        logits = pol._label_logits(hidden[0, -1])
+        logits = logits.masked_fill(~torch.tensor(avail), float("-inf"))
+        return torch.log_softmax(logits, -1).numpy(), avail
+
+    def commit(self, label: str) -> None:
+        """Append the chosen label: it is fed with the next decision's tokens."""
+        self.pending = [int(self.policy.label_ids[self.policy.label_index(label)])]
+
+
+class DecisionAgent:
+    """A decision-level agent. ``choose(obs, decision)`` returns a label; when ``record`` is
+    set every visited decision is kept with the expert's label (imitation / DAgger data)."""
+
+    name = "decision"
+    sensors: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        captioner: Any,
+        choose: Callable[[TextObservation, Decision], str] | None = None,
+        record: bool = False,
+        max_decisions: int = 15,
+        success_radius: float = 3.0,
+        features: Any = None,
+        cache: Any = None,
+        turn_angle: float = 15.0,
+        forward_step: float = 0.25,
+    ) -> None:
+        self.captioner = captioner
+        self.choose = choose
+        self.record = record
+        self.max_decisions = max_decisions
+        self.success_radius = success_radius
+        self.features = features
+        self.cache = cache
+        self.turn_angle = turn_angle
+        self.forward_step = forward_step
+
+    def reset(self, episode: Any, sim: Any, seed: int) -> None:
+        self.sim = sim
+        self.episode = episode
+        self.scene = episode.scene_id
+        self.goal = list(episode.goal_position)
+        self.observer = TextObserver(sim, self.captioner, cache=self.cache)
+        self.queue: list[int] = []
+        self.decisions: list[Decision] = []
+        self.trace: list[dict[str, Any]] = []
+        self.n_decisions = 0
+        self._last: list[float] | None = None
+        self._last_forward = False
+        self.rng = np.random.default_rng(seed)
+        self.start_episode(episode)
+
+    def start_episode(self, episode: Any) -> None:  # hook for subclasses
+        pass
+
+    def _features(self, obs: TextObservation) -> Any:
+        if self.features is None:
+            return None
+        return self.features.panorama_features(self.sim, self.scene, obs)
+
+    def act(self, observations: dict[str, Any], state: AgentState) -> int:
+        moved = self._last is None or state.position != self._last
+        if not moved and self.queue and self.queue[0] == MOVE_FORWARD:
+            self.queue.clear()  # a forward step that went nowhere: stop the move early
+        if not self.queue:
+            if self.n_decisions >= self.max_decisions:
+                return STOP
+            self.n_decisions += 1
+            obs = self.observer.observe(self.scene)
+            d = Decision(obs, STOP_LABEL, self._features(obs))
+            if self.record:
+                d.label = expert_label(self.sim, obs, self.goal, self.success_radius)
+                self.decisions.append(d)
+            label = self.choose(obs, d) if self.choose else d.label
+            cand = next((c for c in obs.candidates if LABELS[c.index] == label), None)
+            self.trace.append(
+                {
+                    "position": list(obs.position),
+                    "label": label,
+                    "direction": cand.direction if cand else "stop",
+                    "text": cand.caption.text if cand else "Stop",
+                }
+            )
+            if cand is None:
+                return STOP
+            self.queue = candidate_actions(
+                cand.index, cand.distance, self.turn_angle, self.forward_step
+            )
+        a = self.queue.pop(0)
+        self._last_forward = a == MOVE_FORWARD
+        self._last = list(state.position) if self._last_forward else None
+        return a
+
+
+class PolicyAgent(DecisionAgent):
+    """The trained small-LM policy, loaded from a checkpoint folder."""
+
+    name = "policy"
+
+    def __init__(
+        self,
+        checkpoint: str,
+        max_decisions: int | None = None,
+        cache: Any = None,
+        threads: int | None = None,
+        **kw: Any,
+    ) -> None:
+        torch.set_num_threads(threads or 1)  # incremental forwards are small
+        self.policy, meta = NavPolicy.load(checkpoint)
+        self.meta = meta
+        cap = meta.get("captioner", {"name": "semantic", "kwargs": {}})
+        features = None
+        if self.policy.proj is not None:
+            from vlnav.policy.features import PanoramaFeatures
+
+            features = PanoramaFeatures.from_spec(meta["features"])
+        super().__init__(
+            make_captioner(cap["name"], **cap.get("kwargs", {})),
+            choose=self._choose,
+            max_decisions=max_decisions or meta.get("max_decisions", 15),
+            features=features,
+            cache=cache,
+            **kw,
+        )
+        self.name = meta.get("name", "policy")
+
+    def start_episode(self, episode: Any) -> None:
+        self.ctx = EpisodeContext(self.policy, episode.instruction_text)
+
+    def _choose(self, obs: TextObservation, decision: Decision) -> str:
+        logp, _ = self.ctx.scores(decision)
+        k = int(np.argmax(logp))
+        label = STOP_LABEL if k == len(LABELS) else LABELS[k]
+        self.ctx.commit(label)
+        return label

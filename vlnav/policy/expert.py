@@ -1,0 +1,27 @@
+"""The expert for imitation and DAgger: the candidate that most reduces the geodesic distance
+to the goal, or Stop when the agent is close enough."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vlnav.perception.candidates import TextObservation
+from vlnav.policy.prompt import LABELS, STOP_LABEL
+
+
+def expert_label(
+    sim: Any,
+    obs: TextObservation,
+    goal: list[float],
+    success_radius: float = 3.0,
+    stop_distance: float = 1.0,
+) -> str:
+    d0 = sim.geodesic_distance(obs.position, goal)
+    if d0 <= stop_distance or not obs.candidates:
+        return STOP_LABEL
+    dists = [sim.geodesic_distance(c.waypoint, goal) for c in obs.candidates]
+    k = min(range(len(dists)), key=lambda i: (dists[i], obs.candidates[i].index))
+    # inside the success radius, stop unless a move still gets clearly closer
+    if d0 <= success_radius - 0.5 and dists[k] > d0 - 0.5:
+        return STOP_LABEL
+    return LABELS[obs.candidates[k].index]

@@ -1,0 +1,392 @@
+"""The policy model: a causal LM (transformers) that scores candidate labels, with optional
+visual fusion.
+
+Default: a small Llama-architecture model trained from scratch with a word-level tokenizer
+trained on the corpus (the ``tokenizers`` library). ``pretrained: <hub id or path>`` loads
+any ``AutoModelForCausalLM`` (e.g. SmolLM2-135M) and its tokenizer instead, fine-tuned fully
+or with LoRA (peft); the label tokens are added to its vocabulary.
+
+Fusion (``none | add | prefix``): per-view visual features (12 per decision) are projected
+into the LM's embedding space and added to every token of that candidate's text (``add``) or
+placed as one extra embedding before the candidate's label (``prefix``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vlnav import VlnavError
+from vlnav.config import check_choice, check_range
+from vlnav.policy.prompt import LABELS, SPECIAL, STOP_LABEL, Decision, header_text, step_text
+
+CHECKPOINT_KIND = "vlnav-policy"
+IMG_TOKEN = "<img>"
+
+
+@dataclass
+class PolicyConfig:
+    layers: int = 4
+    hidden: int = 128
+    heads: int = 4
+    intermediate: int = 512
+    max_len: int = 4096
+    fusion: str = "none"  # none | add | prefix
+    feature_dim: int = 0  # size of the visual features (set from the encoder)
+    pretrained: str | None = None  # hub id or local path of a causal LM
+    lora: bool = False
+    lora_r: int = 8
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_range("layers", self.layers, 1, 64)
+        check_range("hidden", self.hidden, 16, 8192)
+        check_range("heads", self.heads, 1, 128)
+        if self.hidden % self.heads:
+            raise_cfg(f"hidden={self.hidden} must be a multiple of heads={self.heads}")
+        check_range("max_len", self.max_len, 128, 131072)
+        check_choice("fusion", self.fusion, ("none", "add", "prefix"))
+        check_range("lora_r", self.lora_r, 1, 512)
+        check_range("dropout", self.dropout, 0.0, 0.9)
+
+
+def raise_cfg(msg: str) -> None:
+    from vlnav.config import ConfigError
+
+    raise ConfigError(msg)
+
+
+def build_tokenizer(texts: list[str], extra_words: list[str] = ()) -> Any:
+    """A word-level tokenizer (``tokenizers``) over the corpus, wrapped for transformers."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from vlnav.policy.prompt import words
+
+    vocab: dict[str, int] = {}
+    for tok in [*SPECIAL, IMG_TOKEN]:
+        vocab.setdefault(tok, len(vocab))
+    seen: set[str] = set(extra_words)
+    for t in texts:
+        seen.update(words(t))
+    for w in sorted(seen):
+        vocab.setdefault(w, len(vocab))
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", bos_token="<bos>"
+    )
+    fast.add_special_tokens({"additional_special_tokens": [*SPECIAL[3:], IMG_TOKEN]})
+    return fast
+
+
+class NavPolicy(nn.Module):
+    """Causal LM + label scoring + fusion projection."""
+
+    def __init__(self, lm: Any, tokenizer: Any, config: PolicyConfig) -> None:
+        super().__init__()
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.config = config
+        self.label_ids = torch.tensor(
+            tokenizer.convert_tokens_to_ids([*LABELS, STOP_LABEL]), dtype=torch.long
+        )
+        self.img_id = tokenizer.convert_tokens_to_ids(IMG_TOKEN)
+        emb = lm.get_input_embeddings().embedding_dim
+        self.proj = (
+            nn.Linear(config.feature_dim, emb)
+            if config.fusion != "none" and config.feature_dim > 0
+            else None
+        )
+        self._cache: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def create(cls, config: PolicyConfig, tokenizer: Any) -> NavPolicy:
+        from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+        if config.pretrained:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(config.pretrained)
+            tokenizer.add_special_tokens({"additional_special_tokens": [*SPECIAL[2:], IMG_TOKEN]})
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token or "<pad>"
+            lm = AutoModelForCausalLM.from_pretrained(config.pretrained)
+            lm.resize_token_embeddings(len(tokenizer))
+            if config.lora:
+                from peft import LoraConfig, get_peft_model
+
+                lm = get_peft_model(
+                    lm,
+                    LoraConfig(
+                        r=config.lora_r,
+                        lora_alpha=2 * config.lora_r,
+                        target_modules="all-linear",
+                        modules_to_save=["embed_tokens"],
+                    ),
+                )
+        else:
+            lm = LlamaForCausalLM(
+                LlamaConfig(
+                    vocab_size=len(tokenizer),
+                    hidden_size=config.hidden,
+                    intermediate_size=config.intermediate,
+                    num_hidden_layers=config.layers,
+                    num_attention_heads=config.heads,
+                    num_key_value_heads=config.heads,
+                    max_position_embeddings=config.max_len,
+                    pad_token_id=tokenizer.pad_token_id,
+                    bos_token_id=tokenizer.bos_token_id,
+                    eos_token_id=None,
+                    attention_dropout=config.dropout,
+                    tie_word_embeddings=True,
+                )
+            )
+        _ = AutoModelForCausalLM  # the generic loader is used by load() for saved models
+        return cls(lm, tokenizer, config)
+
+    # ------------------------------------------------------------ encoding
+    def encode(self, text: str) -> list[int]:
+        hit = self._cache.get(text)
+        if hit is None:
+            hit = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(self._cache) < 200_000:
+                self._cache[text] = hit
+        return list(hit)
+
+    def encode_step(self, decision: Decision) -> tuple[list[int], list[int], list[bool]]:
+        """(token ids, view index per token (-1 outside candidates), available labels)."""
+        obs = decision.obs
+        text = step_text(obs)
+        # candidate lines are encoded one by one to know which view each token belongs to
+        ids = self.encode("<step>")
+        views = [-1] * len(ids)
+        for c in obs.candidates:
+            line = text.split(LABELS[c.index] + " ", 1)[1].split(" <", 1)[0]
+            piece = self.encode(f"{LABELS[c.index]} {line}")
+            if self.config.fusion == "prefix":
+                piece = [self.img_id, *piece]
+            ids += piece
+            views += [c.index] * len(piece)
+        tail = self.encode(f"{STOP_LABEL} stop . <ans>")
+        ids += tail
+        views += [-1] * len(tail)
+        avail = [False] * (len(LABELS) + 1)
+        for c in obs.candidates:
+            avail[c.index] = True
+        avail[-1] = True
+        return ids, views, avail
+
+    def label_index(self, label: str) -> int:
+        return len(LABELS) if label == STOP_LABEL else LABELS.index(label)
+
+    def episode_tensors(self, instruction: str, decisions: list[Decision]) -> dict[str, Any]:
+        """One training sequence: all decisions of an episode, the loss at every ``<ans>``."""
+        ids = self.encode(header_text(instruction))
+        views = [-1] * len(ids)
+        steps = [-1] * len(ids)
+        ans, targets, avail = [], [], []
+        for s, d in enumerate(decisions):
+            sid, sv, av = self.encode_step(d)
+            ids += sid
+            views += sv
+            steps += [s] * len(sid)
+            ans.append(len(ids) - 1)
+            targets.append(self.label_index(d.label))
+            avail.append(av)
+            ids.append(int(self.label_ids[targets[-1]]))
+            views.append(-1)
+            steps.append(s)
+        if len(ids) > self.config.max_len:
+            raise VlnavError(f"episode sequence of {len(ids)} tokens exceeds max_len")
+        feats = None
+        if self.proj is not None:
+            feats = np.stack([np.asarray(d.features, np.float32) for d in decisions])
+        return {
+            "input_ids": ids,
+            "views": views,
+            "steps": steps,
+            "ans": ans,
+            "targets": targets,
+            "avail": avail,
+            "features": feats,
+        }
+
+    # ------------------------------------------------------------ forward
+    def embed(
+        self,
+        input_ids: torch.Tensor,
+        views: torch.Tensor | None,
+        steps: torch.Tensor | None,
+        feats: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Token embeddings with the visual features fused in.  (B, T) -> (B, T, E)"""
+        emb = self.lm.get_input_embeddings()(input_ids)
+        if self.proj is None or feats is None or views is None:
+            return emb
+        # feats: (B, S, 12, F) -> projected (B, S, 12, E)
+        pf = self.proj(feats)
+        b_idx = torch.arange(input_ids.shape[0])[:, None].expand_as(input_ids)
+        on = (views >= 0) & (steps >= 0)
+        gathered = pf[b_idx[on], steps[on], views[on]]  # (N, E)
+        if self.config.fusion == "add":
+            emb = emb.clone()
+            emb[on] = emb[on] + gathered
+        else:  # prefix: the <img> token's embedding becomes the view's feature
+            is_img = on & (input_ids == self.img_id)
+            emb = emb.clone()
+            sel = is_img[on]
+            emb[is_img] = gathered[sel]
+        return emb
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy over every decision of the batch, and decision accuracy."""
+        emb = self.embed(
+            batch["input_ids"], batch.get("views"), batch.get("steps"), batch.get("features")
+        )
+        out = self.lm(
+            inputs_embeds=emb, attention_mask=batch["attention_mask"], output_hidden_states=True
+        )
+        hidden = out.hidden_states[-1]  # (B, T, E)
+        b, a = batch["ans_batch"], batch["ans_pos"]  # (D,), (D,)
+        h = hidden[b, a]  # (D, E)
+        logits = self._label_logits(h)  # (D, 13)
+        logits = logits.masked_fill(~batch["avail"], float("-inf"))
+        loss = nn.functional.cross_entropy(logits, batch["targets"])
+        acc = (logits.argmax(-1) == batch["targets"]).float().mean()
+        return loss, acc
+
+    def _label_logits(self, h: torch.Tensor) -> torch.Tensor:
+        head = self.lm.get_output_embeddings()
+        w = head.weight[self.label_ids]  # (13, E)
+        out = h @ w.T
+        if getattr(head, "bias", None) is not None:
+            out = out + head.bias[self.label_ids]
+        return out
+
+    @torch.no_grad()
+    def step_logits(
+        self,
+        input_ids: torch.Tensor,
+        views: torch.Tensor,
+        steps: torch.Tensor,
+        feats: torch.Tensor | None,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        past: Any,
+    ) -> tuple[torch.Tensor, Any]:
+        """Incremental forward of new segments; label logits at each row's last real token."""
+        emb = self.embed(input_ids, views, steps, feats)
+        out = self.lm(
+            inputs_embeds=emb,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past,
+            use_cache=True,
+            output_hidden_states=True,
+        )
+        hidden = out.hidden_states[-1]
+        return hidden, out.past_key_values
+
+    # ------------------------------------------------------------ io
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        lm = self.lm
+        if hasattr(lm, "merge_and_unload"):  # LoRA: save merged weights
+            lm = lm.merge_and_unload()
+        lm.save_pretrained(path / "lm", safe_serialization=True)
+        self.tokenizer.save_pretrained(path / "lm")
+        if self.proj is not None:
+            from safetensors.torch import save_file
+
+            save_file(
+                {k: v.contiguous() for k, v in self.proj.state_dict().items()},
+                str(path / "fusion.safetensors"),
+            )
+        meta = {"kind": CHECKPOINT_KIND, "policy": asdict(self.config), **(extra or {})}
+        meta["policy"]["pretrained"] = None  # the saved LM is self-contained
+        meta["policy"]["lora"] = False
+        (path / "policy.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple[NavPolicy, dict[str, Any]]:
+        path = Path(path)
+        meta_path = path / "policy.json"
+        if not path.is_dir():
+            raise VlnavError(f"policy checkpoint not found: {path}")
+        if not meta_path.is_file():
+            raise VlnavError(f"{path} is not a vlnav policy checkpoint (no policy.json)")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError:
+            raise VlnavError(f"{meta_path} is corrupt (not JSON)") from None
+        if meta.get("kind") != CHECKPOINT_KIND:
+            raise VlnavError(f"{path} is not a vlnav policy checkpoint (kind={meta.get('kind')!r})")
+        from vlnav.config import from_dict
+
+        cfg = from_dict(PolicyConfig, meta["policy"], "policy")
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(path / "lm")
+            lm = AutoModelForCausalLM.from_pretrained(path / "lm")
+        except Exception as e:  # noqa: BLE001 - transformers raises many kinds here
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise VlnavError(f"cannot load the policy LM from {path / 'lm'}: {msg}") from None
+        pol = cls(lm, tok, cfg)
+        if pol.proj is not None:
+            try:
+                from safetensors.torch import load_file
+
+                pol.proj.load_state_dict(load_file(str(path / "fusion.safetensors")))
+            except Exception as e:  # noqa: BLE001
+                raise VlnavError(f"cannot load {path / 'fusion.safetensors'}: {e}") from None
+        pol.eval()
+        return pol, meta
+
+
+def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad episode sequences into a batch; flatten their decisions."""
+    T = max(len(it["input_ids"]) for it in items)
+    B = len(items)
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    views = torch.full((B, T), -1, dtype=torch.long)
+    steps = torch.full((B, T), -1, dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.long)
+    ans_b, ans_p, targets, avail = [], [], [], []
+    for i, it in enumerate(items):
+        n = len(it["input_ids"])
+        ids[i, :n] = torch.tensor(it["input_ids"])
+        views[i, :n] = torch.tensor(it["views"])
+        steps[i, :n] = torch.tensor(it["steps"])
+        mask[i, :n] = 1
+        ans_b += [i] * len(it["ans"])
+        ans_p += it["ans"]
+        targets += it["targets"]
+        avail += it["avail"]
+    batch = {
+        "input_ids": ids,
+        "views": views,
+        "steps": steps,
+        "attention_mask": mask,
+        "ans_batch": torch.tensor(ans_b),
+        "ans_pos": torch.tensor(ans_p),
+        "targets": torch.tensor(targets),
+        "avail": torch.tensor(avail, dtype=torch.bool),
+    }
+    if items[0]["features"] is not None:
+        S = max(it["features"].shape[0] for it in items)
+        F = items[0]["features"].shape[-1]
+        feats = torch.zeros((B, S, 12, F))
+        for i, it in enumerate(items):
+            feats[i, : it["features"].shape[0]] = torch.from_numpy(it["features"])
+        batch["features"] = feats
+    return batch

@@ -1,0 +1,62 @@
+"""The policy's prompt: one whole episode as one token sequence.
+
+    <bos> navigate by following the instruction . instruction : <instruction text>
+    <step> <A> to your front is , a hallway with a white shoe rack ahead .
+           <C> to your 60 degree left is , a kitchen with a silver fridge on the right .
+           ...
+           <STOP> stop . <ans> <C>
+    <step> ... <ans> <STOP>
+
+Each decision appends a ``<step>`` segment (the candidate views as LangNav-style text, each
+behind its label token: ``<A>`` is the view straight ahead, ``<B>`` 30 degrees to the left,
+... ``<L>`` 30 degrees to the right) and, after ``<ans>``, the label that was chosen. The
+earlier segments are the history. The policy scores the labels present at ``<ans>`` with the
+LM and takes the best, so it can never answer with an invalid action. Training computes the
+loss at every ``<ans>`` of an episode in one pass; inference appends segments to a KV cache.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from vlnav.perception.candidates import TextObservation
+
+LABELS = [f"<{c}>" for c in "ABCDEFGHIJKL"]  # view k (30*k degrees to the left) -> LABELS[k]
+STOP_LABEL = "<STOP>"
+SPECIAL = ["<pad>", "<unk>", "<bos>", "<step>", "<ans>", STOP_LABEL, *LABELS]
+HEADER = "navigate by following the instruction . instruction :"
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def words(text: str) -> list[str]:
+    """Lower-case word / punctuation split (the tokenizer's pre-tokenisation)."""
+    return _WORD.findall(text.lower())
+
+
+def header_text(instruction: str) -> str:
+    return f"<bos> {HEADER} {' '.join(words(instruction))}"
+
+
+def step_text(obs: TextObservation) -> str:
+    """The ``<step>`` segment of one decision, ending with ``<ans>``."""
+    parts = ["<step>"]
+    for c in obs.candidates:
+        parts.append(f"{LABELS[c.index]} {' '.join(words(c.to_text(details=False)))}")
+    parts.append(f"{STOP_LABEL} stop . <ans>")
+    return " ".join(parts)
+
+
+def labels_of(obs: TextObservation) -> list[str]:
+    """The answer labels available at this decision (candidates, then Stop)."""
+    return [LABELS[c.index] for c in obs.candidates] + [STOP_LABEL]
+
+
+@dataclass
+class Decision:
+    """One decision of an episode: the observation and the label chosen (or to learn)."""
+
+    obs: TextObservation
+    label: str
+    features: object = None  # (12, D) visual features of the panorama, when fused

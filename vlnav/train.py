@@ -1,0 +1,528 @@
+"""``vlnav train configs/<name>.yaml``: imitation then DAgger for the small-LM policy.
+
+Stages, each resumable from what it wrote to the run folder:
+
+1. expert data: the expert (the candidate that most reduces the geodesic distance to the
+   goal) walks the training episodes at the decision level; every decision is recorded as
+   text (``data/expert.jsonl``, appended per episode);
+2. tokenizer: a word-level tokenizer trained on that corpus (``tokenizer/``);
+3. imitation: teacher forcing, one whole episode per sequence, loss at every decision;
+4. DAgger rounds: roll out the current policy (mixed with the expert with probability
+   ``beta``), label every visited decision with the expert, aggregate, train on;
+5. the final checkpoint (``policy/``) that ``vlnav eval --policy`` loads.
+
+Training state (weights, optimizer, step, RNG) is saved every ``checkpoint_every`` steps to
+``state/``; after a kill the same command resumes from it, and batches are drawn from an
+RNG seeded by (seed, step), so a resumed run ends at the same weights as an uninterrupted one.
+The loop runs under ``accelerate``, so ``accelerate launch -m vlnav.cli train ...`` spreads it
+over GPUs or nodes; tensorboard logs go to ``tb/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlnav import VlnavError
+from vlnav.config import (
+    ConfigError,
+    EnvConfig,
+    apply_overrides,
+    check_range,
+    from_dict,
+    load_config,
+    read_yaml,
+)
+from vlnav.policy.model import PolicyConfig
+
+
+@dataclass
+class DataConfig:
+    split: str = "train"
+    episodes_file: str | None = None  # R2R-CE file with instructions (e.g. from vlnav instruct)
+    max_episodes: int = 400
+    imagined: str | None = (
+        None  # JSONL of imagined text trajectories (vlnav instruct --mode imagine)
+    )
+
+    def __post_init__(self) -> None:
+        check_range("max_episodes", self.max_episodes, 1, 10_000_000)
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 600  # imitation steps
+    batch_size: int = 8  # episodes per step
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup: int = 50
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_range("steps", self.steps, 0, 10_000_000)
+        check_range("batch_size", self.batch_size, 1, 4096)
+        check_range("lr", self.lr, 1e-7, 1.0)
+
+
+@dataclass
+class DaggerConfig:
+    rounds: int = 2
+    episodes: int = 200  # rollouts per round
+    beta: float = 0.5  # probability of executing the expert's choice in round 1 (halved each round)
+    steps: int = 300  # training steps after each round
+
+    def __post_init__(self) -> None:
+        check_range("rounds", self.rounds, 0, 100)
+        check_range("beta", self.beta, 0.0, 1.0)
+
+
+@dataclass
+class CaptionerConfig:
+    name: str = "semantic"
+    kwargs: dict[str, Any] = field(default_factory=lambda: {"max_objects": 2})
+
+
+@dataclass
+class TrainConfig:
+    name: str = "langnav-small"
+    env: str = "envs/procedural.yaml"
+    env_overrides: list[str] = field(default_factory=list)
+    out: str = "runs/langnav-small"
+    seed: int = 0
+    max_decisions: int = 15
+    checkpoint_every: int = 100
+    log_every: int = 20
+    threads: int = 0  # torch threads (0: torch's default)
+    captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
+    features: str | None = None  # visual feature encoder for fusion, e.g. "learned:<ckpt>"
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    dagger: DaggerConfig = field(default_factory=DaggerConfig)
+
+    def __post_init__(self) -> None:
+        check_range("max_decisions", self.max_decisions, 1, 200)
+        check_range("checkpoint_every", self.checkpoint_every, 1, 10_000_000)
+        if self.policy.fusion != "none" and not self.features:
+            raise ConfigError("policy.fusion needs features: <encoder> (e.g. learned:<checkpoint>)")
+
+    def env_config(self) -> EnvConfig:
+        return load_config(EnvConfig, self.env, self.env_overrides)
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    data = read_yaml(path) if path else {}
+    data = apply_overrides(data, overrides)
+    try:
+        return from_dict(TrainConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+
+
+# --------------------------------------------------------------------------- data
+def _decisions_to_json(instruction: str, episode_id: Any, decisions: list) -> dict[str, Any]:
+    return {
+        "episode_id": str(episode_id),
+        "instruction": instruction,
+        "decisions": [
+            {
+                "obs": d.obs.to_dict(),
+                "label": d.label,
+                "features": None if d.features is None else np.asarray(d.features).tolist(),
+            }
+            for d in decisions
+        ],
+    }
+
+
+def _json_to_decisions(item: dict[str, Any]) -> tuple[str, list]:
+    from vlnav.perception.candidates import TextObservation
+    from vlnav.policy.prompt import Decision
+
+    return item["instruction"], [
+        Decision(
+            TextObservation.from_dict(d["obs"]),
+            d["label"],
+            None if d.get("features") is None else np.asarray(d["features"], np.float32),
+        )
+        for d in item["decisions"]
+    ]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    from vlnav.evaluate import read_records
+
+    return read_records(path)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.progress = progress
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.env = cfg.env_config()
+        if cfg.threads:
+            import torch
+
+            torch.set_num_threads(cfg.threads)
+        (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+
+    # ------------------------------------------------------------------ episodes
+    def episodes(self) -> list:
+        from vlnav.episodes import load_episodes
+        from vlnav.sampler import prepare_data
+
+        if self.env.scenes.procedural:
+            prepare_data(self.env, progress=self.progress)
+        path = self.cfg.data.episodes_file or self.env.episodes_path(self.cfg.data.split)
+        return load_episodes(path).episodes[: self.cfg.data.max_episodes]
+
+    def _captioner(self):
+        from vlnav.perception.base import make_captioner
+
+        return make_captioner(self.cfg.captioner.name, **self.cfg.captioner.kwargs)
+
+    def _features(self):
+        if not self.cfg.features:
+            return None
+        from vlnav.policy.features import PanoramaFeatures
+
+        return PanoramaFeatures.from_spec({"encoder": self.cfg.features})
+
+    def _cache(self):
+        from vlnav.perception.cache import ObservationCache
+
+        return ObservationCache(self.out / "obs_cache.sqlite")
+
+    def collect(self, path: Path, episodes: list, choose_factory=None, desc: str = "") -> None:
+        """Walk ``episodes`` at the decision level, appending expert-labelled decisions."""
+        from tqdm import tqdm
+
+        from vlnav.evaluate import run_episode
+        from vlnav.policy.agent import DecisionAgent
+        from vlnav.sim.base import make_simulator
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        done = {r["episode_id"] for r in read_jsonl(path)}
+        todo = [e for e in episodes if str(e.episode_id) not in done]
+        if not todo:
+            return
+        sim = make_simulator(self.env.backend, self.env, sensors=())
+        cache = self._cache()
+        agent = DecisionAgent(
+            self._captioner(),
+            choose=None,
+            record=True,
+            max_decisions=self.cfg.max_decisions,
+            success_radius=self.env.episodes.success_radius,
+            features=self._features(),
+            cache=cache,
+            turn_angle=self.env.agent.turn_angle,
+            forward_step=self.env.agent.forward_step,
+        )
+        import torch
+
+        from vlnav.metrics import compute_metrics
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # small incremental forwards: more threads only contend
+        success = []
+        try:
+            with open(path, "a") as fh:
+                for ep in tqdm(todo, desc=desc, disable=not self.progress, mininterval=1.0):
+                    seed = int(ep.episode_id) if str(ep.episode_id).isdigit() else 0
+                    if choose_factory is not None:
+                        agent.choose = choose_factory(ep, seed)
+                    rec = run_episode(
+                        sim,
+                        ep,
+                        agent,
+                        self.env.agent.max_steps,
+                        seed=seed,
+                        success_radius=self.env.episodes.success_radius,
+                    )
+                    success.append(compute_metrics(rec)["SR"])
+                    item = _decisions_to_json(ep.instruction_text, ep.episode_id, agent.decisions)
+                    item["SR"] = success[-1]
+                    fh.write(json.dumps(item) + "\n")
+                    fh.flush()
+        finally:
+            torch.set_num_threads(threads)
+            sim.close()
+            cache.close()
+        print(f"[train] {desc}: {len(success)} rollouts, SR {np.mean(success):.3f}")
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> Path:
+        import torch
+
+        cfg = self.cfg
+        t0 = time.time()
+        data_dir = self.out / "data"
+        data_dir.mkdir(exist_ok=True)
+        episodes = self.episodes()
+        print(f"[train] {len(episodes)} training episodes; run folder {self.out}")
+        self.collect(data_dir / "expert.jsonl", episodes, desc="expert data")
+        corpus = [_json_to_decisions(r) for r in read_jsonl(data_dir / "expert.jsonl")]
+        if cfg.data.imagined:
+            corpus += load_imagined(cfg.data.imagined)
+        policy = self._policy(corpus)
+        stages = [("imitation", cfg.optim.steps, None)]
+        for r in range(1, cfg.dagger.rounds + 1):
+            stages.append((f"dagger{r}", cfg.dagger.steps, r))
+        step0 = 0
+        for name, steps, rnd in stages:
+            if rnd is not None:
+                path = data_dir / f"dagger{rnd}.jsonl"
+                beta = cfg.dagger.beta / (2 ** (rnd - 1))
+                sub = _subset(episodes, cfg.dagger.episodes, cfg.seed + rnd)
+                policy.eval()
+                self.collect(path, sub, self._mixture(policy, beta), desc=f"dagger {rnd}")
+                corpus += [_json_to_decisions(r) for r in read_jsonl(path)]
+            self._train(policy, corpus, name, step0, step0 + steps)
+            step0 += steps
+        final = self.out / "policy"
+        policy.save(final, extra=self._meta())
+        print(f"[train] done in {time.time() - t0:.0f} s; checkpoint {final}")
+        _ = torch
+        return final
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "name": self.cfg.name,
+            "captioner": dataclasses.asdict(self.cfg.captioner),
+            "features": {"encoder": self.cfg.features} if self.cfg.features else None,
+            "max_decisions": self.cfg.max_decisions,
+            "env": self.env.name,
+        }
+
+    def _policy(self, corpus: list):
+        from vlnav.policy.model import NavPolicy, build_tokenizer
+
+        tok_dir = self.out / "tokenizer"
+        if (tok_dir / "tokenizer.json").is_file():
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(tok_dir)
+        else:
+            texts = []
+            for instr, ds in corpus:
+                texts.append(instr)
+                for d in ds:
+                    texts += [c.caption.text for c in d.obs.candidates]
+                    texts += [c.direction for c in d.obs.candidates]
+            tok = build_tokenizer(texts, _asset_words())
+            tok.save_pretrained(tok_dir)
+        pcfg = dataclasses.replace(self.cfg.policy)
+        if self.cfg.features:
+            pcfg.feature_dim = self._features().dim
+        import torch
+
+        torch.manual_seed(self.cfg.seed)
+        return NavPolicy.create(pcfg, tok)
+
+    def _mixture(self, policy, beta: float):
+        from vlnav.policy.agent import EpisodeContext
+        from vlnav.policy.prompt import LABELS, STOP_LABEL
+
+        def factory(episode, seed):
+            ctx = EpisodeContext(policy, episode.instruction_text)
+            rng = np.random.default_rng([self.cfg.seed, seed])
+
+            def choose(obs, decision):
+                logp, _ = ctx.scores(decision)
+                k = int(np.argmax(logp))
+                mine = STOP_LABEL if k == len(LABELS) else LABELS[k]
+                label = decision.label if rng.random() < beta else mine
+                ctx.commit(label)
+                return label
+
+            return choose
+
+        return factory
+
+    def _train(self, policy, corpus: list, stage: str, start: int, end: int) -> None:
+        import torch
+        from accelerate import Accelerator
+        from tqdm import tqdm
+
+        from vlnav.policy.model import collate
+
+        cfg = self.cfg
+        state_dir = self.out / "state"
+        acc = Accelerator(cpu=not torch.cuda.is_available())
+        items = [policy.episode_tensors(instr, ds) for instr, ds in corpus if ds]
+        opt = torch.optim.AdamW(
+            policy.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+        )
+        total = cfg.optim.steps + cfg.dagger.rounds * cfg.dagger.steps
+        step = start
+        saved = _load_state(state_dir)
+        if saved is not None and saved["step"] >= end:
+            policy.load_state_dict(saved["model"])
+            return  # this stage finished before a restart
+        if saved is not None and saved["step"] > start:
+            policy.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optim"])
+            step = saved["step"]
+            print(f"[train] resumed {stage} at step {step}")
+        elif saved is not None and saved["step"] == start and start > 0:
+            policy.load_state_dict(saved["model"])
+            opt.load_state_dict(saved["optim"])
+        model, opt = acc.prepare(policy, opt)
+        writer = _tensorboard(self.out / "tb") if acc.is_main_process else None
+        bar = tqdm(
+            total=end - start,
+            initial=step - start,
+            desc=stage,
+            disable=not self.progress or not acc.is_main_process,
+            mininterval=1.0,
+        )
+        model.train()
+        tokens, t_log = 0, time.time()
+        while step < end:
+            lr = _lr(step, cfg.optim.lr, cfg.optim.warmup, total)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            rng = np.random.default_rng([cfg.seed, step])
+            idx = rng.choice(len(items), size=min(cfg.optim.batch_size, len(items)), replace=False)
+            shard = idx[acc.process_index :: acc.num_processes]
+            batch = collate([items[i] for i in shard], policy.tokenizer.pad_token_id)
+            batch = {k: v.to(acc.device) for k, v in batch.items()}
+            loss, accuracy = acc.unwrap_model(model).loss(batch)
+            opt.zero_grad(set_to_none=True)
+            acc.backward(loss)
+            if cfg.optim.grad_clip:
+                acc.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            opt.step()
+            step += 1
+            tokens += int(batch["attention_mask"].sum())
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy.item():.2f}", refresh=False)
+            if writer is not None and step % cfg.log_every == 0:
+                dt = time.time() - t_log
+                writer.add_scalar("train/loss", loss.item(), step)
+                writer.add_scalar("train/decision_accuracy", accuracy.item(), step)
+                writer.add_scalar("train/lr", lr, step)
+                writer.add_scalar("train/tokens_per_s", tokens / max(dt, 1e-9), step)
+                tokens, t_log = 0, time.time()
+            if (step % cfg.checkpoint_every == 0 or step == end) and acc.is_main_process:
+                _save_state(state_dir, acc.unwrap_model(model), opt, step)
+        bar.close()
+        if writer is not None:
+            writer.close()
+        model.eval()
+
+
+def _lr(step: int, base: float, warmup: int, total: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def _subset(episodes: list, n: int, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(episodes))[: min(n, len(episodes))]
+    return [episodes[i] for i in sorted(idx)]
+
+
+def _save_state(folder: Path, model, opt, step: int) -> None:
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "state.pt.tmp"
+    torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step}, tmp)
+    os.replace(tmp, folder / "state.pt")
+
+
+def _load_state(folder: Path) -> dict[str, Any] | None:
+    import torch
+
+    path = folder / "state.pt"
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise VlnavError(
+            f"training state {path} is corrupt ({type(e).__name__}); delete it to restart the run"
+        ) from None
+
+
+def _tensorboard(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder))
+
+
+def _asset_words() -> list[str]:
+    """Every object category, colour and room type the generator can produce."""
+    import yaml
+
+    from vlnav.policy.prompt import words
+
+    root = Path(__file__).resolve().parents[1] / "assets"
+    out: set[str] = set()
+    for name in ("objects.yaml", "rooms.yaml"):
+        p = root / name
+        if p.is_file():
+            out.update(words(json.dumps(yaml.safe_load(p.read_text()))))
+    for k in range(1, 12):
+        out.update(words(f"{30 * k} degree left right front back"))
+    return sorted(out)
+
+
+def load_imagined(path: str | Path) -> list:
+    """Imagined text trajectories (``vlnav instruct --mode imagine``) as training decisions."""
+    from vlnav.perception.base import Caption
+    from vlnav.perception.candidates import Candidate, TextObservation
+    from vlnav.policy.prompt import LABELS, STOP_LABEL, Decision
+
+    out = []
+    for item in read_jsonl(Path(path)):
+        decisions = []
+        for st in item.get("steps", []):
+            cands = []
+            for c in st.get("candidates", []):
+                k = _direction_index(c["direction"])
+                if k is None:
+                    continue
+                cands.append(Candidate(k, 30.0 * k, 0.0, [0, 0, 0], 1.0, Caption(c["description"])))
+            act = st.get("action")
+            if act == "stop" or act is None:
+                label = STOP_LABEL
+            else:
+                k = _direction_index(st["candidates"][int(act)]["direction"])
+                label = LABELS[k] if k is not None else STOP_LABEL
+            decisions.append(Decision(TextObservation("imagined", [0, 0, 0], 0.0, cands), label))
+        if decisions:
+            out.append((item["instruction"], decisions))
+    return out
+
+
+def _direction_index(direction: str) -> int | None:
+    d = direction.strip().lower()
+    if d in ("front", "ahead", "0 degree"):
+        return 0
+    if d in ("back", "behind", "180 degree"):
+        return 6
+    parts = d.replace("degrees", "degree").split()
+    try:
+        deg = int(parts[0])
+    except (ValueError, IndexError):
+        return None
+    if deg % 30 or not 0 < deg < 180:
+        return None
+    return deg // 30 if "left" in d else (360 - deg) // 30
