@@ -22,7 +22,9 @@ def houses(tmp_path_factory):
     env = EnvConfig(
         data_dir=str(tmp_path_factory.mktemp("instruct_data")),
         scenes=ScenesConfig(train=2, val_unseen=1, seed=3),
-        episodes=EpisodesConfig(train_per_scene=10, val_seen_per_scene=2, val_unseen_per_scene=4),
+        episodes=EpisodesConfig(
+            train_per_scene=10, val_seen_per_scene=2, val_unseen_per_scene=4, speaker="route"
+        ),
     )
     prepare_data(env, progress=False)
     return env
@@ -31,7 +33,7 @@ def houses(tmp_path_factory):
 def env_args(env):
     return [
         "--set", f"data_dir={env.data_dir}", "--set", "scenes.train=2",
-        "--set", "scenes.val_unseen=1",
+        "--set", "scenes.val_unseen=1", "--set", "episodes.speaker=route",
     ]  # fmt: skip
 
 

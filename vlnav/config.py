@@ -206,7 +206,7 @@ class ScenesConfig:
 
     procedural: bool = True  # False: scenes come from a dataset the user downloads (MP3D)
     train: int = 10
-    val_unseen: int = 4
+    val_unseen: int = 5
     seed: int = 0
     generator: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -221,13 +221,18 @@ class EpisodesConfig:
 
     train_per_scene: int = 40
     val_seen_per_scene: int = 5
-    val_unseen_per_scene: int = 50
+    val_unseen_per_scene: int = 100
     min_geodesic: float = 5.0
     max_geodesic: float = 20.0
     success_radius: float = 3.0
     seed: int = 0
+    # who writes the instructions of sampled episodes: "template" (the built-in speaker of
+    # vlnav.instruct) or "route" (a bare list of the rooms passed); LLM speakers run through
+    # `vlnav instruct` on the sampled files
+    speaker: str = "template"
 
     def __post_init__(self) -> None:
+        check_choice("speaker", self.speaker, ("template", "route"))
         for name in ("train_per_scene", "val_seen_per_scene", "val_unseen_per_scene"):
             check_range(name, getattr(self, name), 0, 100000)
         check_range("min_geodesic", self.min_geodesic, 0.5, 100)

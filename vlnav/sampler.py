@@ -196,8 +196,33 @@ def prepare_data(config: EnvConfig, force: bool = False, progress: bool = True) 
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name("tmp-" + path.name)
         save_episodes(tmp, EpisodeSet(episodes=eps, vocab=vocab, extra={}))
+        if config.episodes.speaker == "template":
+            tmp = _template_instructions(config, tmp, split)
         tmp.replace(path)
     return Path(config.data_dir)
+
+
+def _template_instructions(config: EnvConfig, path: Path, split: str) -> Path:
+    """Rewrite a sampled split's instructions with the built-in template speaker."""
+    import shutil
+
+    from vlnav.instruct.config import InstructConfig
+    from vlnav.instruct.pipeline import run_instruct
+
+    work = path.parent / f"tmp-instruct-{split}"
+    res = run_instruct(
+        InstructConfig(speaker="template", seed=config.episodes.seed),
+        config,
+        path,
+        work,
+        progress=False,
+        trajectories=False,
+    )
+    out = path.with_name(f"tmp-template-{path.name}")
+    shutil.move(str(res.files["episodes"]), out)
+    path.unlink()
+    shutil.rmtree(work, ignore_errors=True)
+    return out
 
 
 def scene_ids_all(config: EnvConfig) -> list[str]:

@@ -396,22 +396,30 @@ class Trainer:
             rng = np.random.default_rng([cfg.seed, step])
             idx = rng.choice(len(items), size=min(cfg.optim.batch_size, len(items)), replace=False)
             shard = idx[acc.process_index :: acc.num_processes]
-            batch = collate([items[i] for i in shard], policy.tokenizer.pad_token_id)
-            batch = {k: v.to(acc.device) for k, v in batch.items()}
-            loss, accuracy = acc.unwrap_model(model).loss(batch)
+            # one episode per forward (no padding: the causal attention kernel stays fast);
+            # gradients are accumulated, each episode weighted by its number of decisions
+            n_dec = sum(len(items[i]["ans"]) for i in shard)
             opt.zero_grad(set_to_none=True)
-            acc.backward(loss)
+            loss_sum, acc_sum = 0.0, 0.0
+            for i in shard:
+                batch = collate([items[i]], policy.tokenizer.pad_token_id)
+                batch = {k: v.to(acc.device) for k, v in batch.items()}
+                loss, accuracy = model(batch)  # through DDP when distributed
+                w = len(items[i]["ans"]) / n_dec
+                acc.backward(loss * w)
+                loss_sum += loss.item() * w
+                acc_sum += accuracy.item() * w
+                tokens += len(items[i]["input_ids"])
             if cfg.optim.grad_clip:
                 acc.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             opt.step()
             step += 1
-            tokens += int(batch["attention_mask"].sum())
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{accuracy.item():.2f}", refresh=False)
+            bar.set_postfix(loss=f"{loss_sum:.3f}", acc=f"{acc_sum:.2f}", refresh=False)
             if writer is not None and step % cfg.log_every == 0:
                 dt = time.time() - t_log
-                writer.add_scalar("train/loss", loss.item(), step)
-                writer.add_scalar("train/decision_accuracy", accuracy.item(), step)
+                writer.add_scalar("train/loss", loss_sum, step)
+                writer.add_scalar("train/decision_accuracy", acc_sum, step)
                 writer.add_scalar("train/lr", lr, step)
                 writer.add_scalar("train/tokens_per_s", tokens / max(dt, 1e-9), step)
                 tokens, t_log = 0, time.time()

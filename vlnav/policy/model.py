@@ -246,6 +246,9 @@ class NavPolicy(nn.Module):
             emb[is_img] = gathered[sel]
         return emb
 
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.loss(batch)
+
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean cross-entropy over every decision of the batch, and decision accuracy."""
         emb = self.embed(
