@@ -140,7 +140,7 @@ def test_quickstart_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     qs = tmp_path / "qs"
     rows = json.loads((qs / "metrics.json").read_text())["agents"]
-    assert set(rows) == {"random", "forward", "oracle"}
+    assert set(rows) == {"random", "forward", "oracle", "policy"}
     assert rows["oracle"]["SR"] >= 0.9 and rows["oracle"]["SR"] > rows["random"]["SR"]
     videos = sorted((qs / "videos").glob("*.mp4"))
     assert len(videos) == 2
@@ -150,3 +150,5 @@ def test_quickstart_end_to_end(tmp_path):
     assert frames.ndim == 4 and frames.shape[0] > 5
     html = (qs / "index.html").read_text()
     assert all(v.name in html for v in videos)
+    assert "To your" in html and "candidates/view_" in html  # candidate views as text
+    assert (qs / "policy-run" / "policy" / "policy.json").is_file()

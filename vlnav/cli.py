@@ -102,7 +102,13 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
     cfg = _env_config(args.env, args.overrides, args.sim)
     report = run_quickstart(
-        cfg, Path(args.out), episodes=args.episodes, workers=args.workers, videos=args.videos
+        cfg,
+        Path(args.out),
+        episodes=args.episodes,
+        workers=args.workers,
+        videos=args.videos,
+        policy_config=None if args.no_policy else args.policy_config,
+        policy_overrides=tuple(args.policy_overrides),
     )
     print(f"report: {report}")
 
@@ -160,6 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
     qs.add_argument("--episodes", type=int, default=100, help="val_unseen episodes per agent")
     qs.add_argument("--workers", type=int, default=2, help="worker processes")
     qs.add_argument("--videos", type=int, default=3, help="episode videos to render")
+    qs.add_argument(
+        "--policy-config",
+        default="configs/quickstart.yaml",
+        help="training config of the policy the quickstart trains",
+    )
+    qs.add_argument(
+        "--policy-set",
+        dest="policy_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a policy training value (repeatable)",
+    )
+    qs.add_argument("--no-policy", action="store_true", help="baselines only, no policy")
     qs.set_defaults(func=cmd_quickstart)
 
     # further stages add their own subcommands: each module has add_parser(subparsers)

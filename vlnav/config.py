@@ -219,7 +219,7 @@ class ScenesConfig:
 class EpisodesConfig:
     """R2R-like episode sampling per split (episodes per house)."""
 
-    train_per_scene: int = 40
+    train_per_scene: int = 60
     val_seen_per_scene: int = 5
     val_unseen_per_scene: int = 100
     min_geodesic: float = 5.0

@@ -1,8 +1,12 @@
 """``vlnav quickstart``: the whole pipeline that exists, on the embedded default, in one go.
 
-Generates the houses and episodes of the env (if missing), evaluates the baseline agents
-on ``val_unseen``, and writes a report folder: the metrics table (markdown + JSON), and for
-a few episodes a video of the egocentric view beside the top-down map.
+Generates the houses and episodes of the env (if missing; instructions by the template
+speaker), evaluates the baseline agents on ``val_unseen``, trains a small language-model
+policy on text observations (``configs/quickstart.yaml``: imitation + one DAgger round) and
+evaluates it on the same episodes, then writes a report folder: the metrics table (markdown +
+JSON), the candidate views of one decision as text beside their images, and episode videos
+(the egocentric view beside the top-down map, the instruction and the chosen candidate's text
+at each step).
 """
 
 from __future__ import annotations
@@ -52,9 +56,10 @@ def run_quickstart(
         json.dumps({"env": config.name, "split": "val_unseen", "agents": rows}, indent=2) + "\n"
     )
     print(table)
-    print(f"[3/3] rendering {videos} episode videos")
+    print(f"[4/4] rendering {videos} episode videos")
     media = _videos(config, results, out / "videos", videos, progress)
-    _write_html(out, table, rows, media)
+    figure = _candidates_figure(config, results, out / "candidates")
+    _write_html(out, table, rows, media, figure)
     print(f"quickstart finished in {time.time() - t0:.0f} s")
     return out
 
@@ -73,9 +78,10 @@ def _videos(config: EnvConfig, results: dict, folder: Path, count: int, progress
     }
     sim = BuiltinSimulator(config, sensors=("rgb",))
     made = []
-    picks = [("oracle", r) for r in results["oracle"].records[: max(count - 1, 1)]]
+    main = "policy" if "policy" in results else "oracle"
+    picks = [(main, r) for r in results[main].records[: max(count - 1, 1)]]
     if count > 1:
-        picks += [("forward", results["forward"].records[0])]
+        picks += [("oracle", results["oracle"].records[0])]
     try:
         for agent, rec in tqdm(picks, desc="videos", disable=not progress, leave=False):
             ep = by_id[rec["episode_id"]]
@@ -91,7 +97,52 @@ def _videos(config: EnvConfig, results: dict, folder: Path, count: int, progress
     return made
 
 
-def _write_html(out: Path, table: str, rows: dict, media: list) -> None:
+def _notes(rec: dict) -> list[str | None] | None:
+    """Per frame, the candidate the policy chose at the last decision (from its trace)."""
+    trace = rec.get("extra", {}).get("trace")
+    if not trace:
+        return None
+    notes: list[str | None] = [None] * (len(rec["actions"]) + 1)
+    for k, d in enumerate(trace):
+        end = trace[k + 1]["step"] if k + 1 < len(trace) else len(notes)
+        text = f"chose: {d['direction']} - {d['text']}" if d["label"] != "<STOP>" else "chose: Stop"
+        for t in range(d["step"], min(end, len(notes))):
+            notes[t] = text
+    return notes
+
+
+def _candidates_figure(config: EnvConfig, results: dict, folder: Path) -> dict | None:
+    """The first decision of one episode: each candidate view's image and its text."""
+    import cv2
+
+    from vlnav.episodes import load_episodes
+    from vlnav.perception.base import make_captioner
+    from vlnav.perception.candidates import TextObserver
+    from vlnav.sim.builtin import BuiltinSimulator
+
+    recs = results[next(iter(results))].records
+    if not recs:
+        return None
+    eps = {str(e.episode_id): e for e in load_episodes(config.episodes_path("val_unseen")).episodes}
+    ep = eps[recs[0]["episode_id"]]
+    sim = BuiltinSimulator(config, sensors=("rgb",))
+    try:
+        sim.reset(ep.scene_id, ep.start_position, ep.start_rotation)
+        obs = TextObserver(sim, make_captioner("semantic", max_objects=2)).observe(ep.scene_id)
+        pano = sim.panorama(sensors=("rgb",))
+    finally:
+        sim.close()
+    folder.mkdir(parents=True, exist_ok=True)
+    cands = []
+    for c in obs.candidates:
+        path = folder / f"view_{c.index:02d}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(pano["rgb"][c.index], cv2.COLOR_RGB2BGR))
+        cands.append((path, c.to_text()))
+    (folder / "observation.txt").write_text(obs.to_text() + "\n")
+    return {"episode": ep, "candidates": cands, "text": obs.to_text()}
+
+
+def _write_html(out: Path, table: str, rows: dict, media: list, figure: dict | None = None) -> None:
     from vlnav.metrics import METRIC_NAMES
 
     head = "".join(f"<th>{m}</th>" for m in ("agent", "episodes", *METRIC_NAMES))
@@ -108,10 +159,23 @@ def _write_html(out: Path, table: str, rows: dict, media: list) -> None:
             f"<figcaption>{agent}, episode {rec['episode_id']} (SR {m['SR']:.0f}, "
             f"SPL {m['SPL']:.2f}): {html.escape(rec['instruction'])}</figcaption></figure>"
         )
+    cand_html = ""
+    if figure:
+        cells = "".join(
+            f"<figure style='display:inline-block;width:230px;vertical-align:top'>"
+            f"<img src='{p.relative_to(out).as_posix()}' width='224'>"
+            f"<figcaption><small>{html.escape(t)}</small></figcaption></figure>"
+            for p, t in figure["candidates"]
+        )
+        cand_html = (
+            "<h2>What the policy reads: candidate views as text</h2>"
+            f"<p>Instruction: <i>{html.escape(figure['episode'].instruction_text)}</i></p>"
+            f"{cells}<pre>{html.escape(figure['text'])}</pre>"
+        )
     (out / "index.html").write_text(
         "<!doctype html><html><head><meta charset='utf-8'><title>vlnav quickstart</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;"
         "border-bottom:1px solid #ddd}</style></head><body>"
         f"<h1>vlnav quickstart</h1><h2>val_unseen</h2><table><tr>{head}</tr>{body}</table>"
-        f"<h2>Episodes</h2>{vids}</body></html>\n"
+        f"{cand_html}<h2>Episodes</h2>{vids}</body></html>\n"
     )

@@ -48,7 +48,7 @@ from vlnav.policy.model import PolicyConfig
 class DataConfig:
     split: str = "train"
     episodes_file: str | None = None  # R2R-CE file with instructions (e.g. from vlnav instruct)
-    max_episodes: int = 400
+    max_episodes: int = 600
     imagined: str | None = (
         None  # JSONL of imagined text trajectories (vlnav instruct --mode imagine)
     )
@@ -59,12 +59,13 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    steps: int = 600  # imitation steps
+    steps: int = 400  # imitation steps
     batch_size: int = 8  # episodes per step
     lr: float = 2e-3
     weight_decay: float = 0.01
     warmup: int = 50
     grad_clip: float = 1.0
+    lm_loss: float = 0.0  # weight of the next-token loss on the whole sequence (0: off)
 
     def __post_init__(self) -> None:
         check_range("steps", self.steps, 0, 10_000_000)
@@ -77,7 +78,7 @@ class DaggerConfig:
     rounds: int = 2
     episodes: int = 200  # rollouts per round
     beta: float = 0.5  # probability of executing the expert's choice in round 1 (halved each round)
-    steps: int = 300  # training steps after each round
+    steps: int = 200  # training steps after each round
 
     def __post_init__(self) -> None:
         check_range("rounds", self.rounds, 0, 100)
@@ -164,12 +165,12 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, progress: bool = True) -> None:
+    def __init__(self, cfg: TrainConfig, progress: bool = True, env: EnvConfig | None = None):
         self.cfg = cfg
         self.progress = progress
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.env = cfg.env_config()
+        self.env = env or cfg.env_config()
         if cfg.threads:
             import torch
 
@@ -404,7 +405,7 @@ class Trainer:
             for i in shard:
                 batch = collate([items[i]], policy.tokenizer.pad_token_id)
                 batch = {k: v.to(acc.device) for k, v in batch.items()}
-                loss, accuracy = model(batch)  # through DDP when distributed
+                loss, accuracy = model(batch, cfg.optim.lm_loss)  # through DDP when distributed
                 w = len(items[i]["ans"]) / n_dec
                 acc.backward(loss * w)
                 loss_sum += loss.item() * w

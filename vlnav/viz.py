@@ -338,6 +338,7 @@ def episode_frames(
     map: TopDownMap | None = None,
     instruction: str | None = None,
     size: int = 256,
+    notes: Sequence[str | None] | None = None,
 ) -> Iterator[np.ndarray]:
     """Replay ``actions`` from the episode's start and yield one frame per step.
 
@@ -356,6 +357,8 @@ def episode_frames(
         map: a prepared :class:`TopDownMap`; by default one is fitted to ``size``.
         instruction: text shown in the caption (default: the episode's instruction).
         size: height of the frame's image row in pixels.
+        notes: optional text per frame (e.g. the candidate the policy chose), shown on two
+            lines under the instruction; frames keep one size whether or not they have a note.
     """
     obs = sim.reset(episode.scene_id, episode.start_position, episode.start_rotation)
     if map is None:
@@ -397,7 +400,12 @@ def episode_frames(
         if getattr(state, "collided", False):
             status += "  (collided)"
         row = np.hstack([_ego_rgb(sim, obs, size), top])
-        yield np.vstack([row, _caption(lines, status, width, font_scale)])
+        shown = lines
+        if notes is not None:
+            note = notes[t] if t < len(notes) and notes[t] else ""
+            extra = _wrap_text(note, width - 12, font_scale)[:2] if note else []
+            shown = [*lines, *extra, *[""] * (2 - len(extra))]
+        yield np.vstack([row, _caption(shown, status, width, font_scale)])
         if action == 0:
             return
 

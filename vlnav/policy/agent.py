@@ -105,6 +105,7 @@ class DecisionAgent:
         self.decisions: list[Decision] = []
         self.trace: list[dict[str, Any]] = []
         self.n_decisions = 0
+        self.n_actions = 0
         self._last: list[float] | None = None
         self._last_forward = False
         self.rng = np.random.default_rng(seed)
@@ -124,6 +125,7 @@ class DecisionAgent:
             self.queue.clear()  # a forward step that went nowhere: stop the move early
         if not self.queue:
             if self.n_decisions >= self.max_decisions:
+                self.n_actions += 1
                 return STOP
             self.n_decisions += 1
             obs = self.observer.observe(self.scene)
@@ -135,6 +137,7 @@ class DecisionAgent:
             cand = next((c for c in obs.candidates if LABELS[c.index] == label), None)
             self.trace.append(
                 {
+                    "step": self.n_actions,
                     "position": list(obs.position),
                     "label": label,
                     "direction": cand.direction if cand else "stop",
@@ -142,11 +145,13 @@ class DecisionAgent:
                 }
             )
             if cand is None:
+                self.n_actions += 1
                 return STOP
             self.queue = candidate_actions(
                 cand.index, cand.distance, self.turn_angle, self.forward_step
             )
         a = self.queue.pop(0)
+        self.n_actions += 1
         self._last_forward = a == MOVE_FORWARD
         self._last = list(state.position) if self._last_forward else None
         return a

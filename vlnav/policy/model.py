@@ -24,7 +24,7 @@ from torch import nn
 
 from vlnav import VlnavError
 from vlnav.config import check_choice, check_range
-from vlnav.policy.prompt import LABELS, SPECIAL, STOP_LABEL, Decision, header_text, step_text
+from vlnav.policy.prompt import LABELS, SPECIAL, STOP_LABEL, Decision, header_text, words
 
 CHECKPOINT_KIND = "vlnav-policy"
 IMG_TOKEN = "<img>"
@@ -164,18 +164,16 @@ class NavPolicy(nn.Module):
     def encode_step(self, decision: Decision) -> tuple[list[int], list[int], list[bool]]:
         """(token ids, view index per token (-1 outside candidates), available labels)."""
         obs = decision.obs
-        text = step_text(obs)
         # candidate lines are encoded one by one to know which view each token belongs to
         ids = self.encode("<step>")
         views = [-1] * len(ids)
         for c in obs.candidates:
-            line = text.split(LABELS[c.index] + " ", 1)[1].split(" <", 1)[0]
-            piece = self.encode(f"{LABELS[c.index]} {line}")
+            piece = self.encode(f"{' '.join(words(c.to_text(details=False)))} {LABELS[c.index]}")
             if self.config.fusion == "prefix":
                 piece = [self.img_id, *piece]
             ids += piece
             views += [c.index] * len(piece)
-        tail = self.encode(f"{STOP_LABEL} stop . <ans>")
+        tail = self.encode(f"stop . {STOP_LABEL} <ans>")
         ids += tail
         views += [-1] * len(tail)
         avail = [False] * (len(LABELS) + 1)
@@ -246,16 +244,31 @@ class NavPolicy(nn.Module):
             emb[is_img] = gathered[sel]
         return emb
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.loss(batch)
+    def forward(
+        self, batch: dict[str, torch.Tensor], lm_weight: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.loss(batch, lm_weight)
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean cross-entropy over every decision of the batch, and decision accuracy."""
+    def loss(
+        self, batch: dict[str, torch.Tensor], lm_weight: float = 0.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy over every decision of the batch, and decision accuracy.
+
+        With ``lm_weight > 0`` the next-token loss over the whole sequence (instruction and
+        captions) is added with that weight: language modelling of the observations, as in
+        TinyStories-style training, on top of the decision loss.
+        """
         emb = self.embed(
             batch["input_ids"], batch.get("views"), batch.get("steps"), batch.get("features")
         )
+        mask = batch["attention_mask"]
         out = self.lm(
-            inputs_embeds=emb, attention_mask=batch["attention_mask"], output_hidden_states=True
+            inputs_embeds=emb,
+            # an all-ones mask is dropped so attention takes the fused causal kernel
+            attention_mask=None if bool(mask.all()) else mask,
+            output_hidden_states=True,
+            # without the language-modelling loss only the hidden states are used
+            logits_to_keep=0 if lm_weight > 0 else 1,
         )
         hidden = out.hidden_states[-1]  # (B, T, E)
         b, a = batch["ans_batch"], batch["ans_pos"]  # (D,), (D,)
@@ -264,6 +277,11 @@ class NavPolicy(nn.Module):
         logits = logits.masked_fill(~batch["avail"], float("-inf"))
         loss = nn.functional.cross_entropy(logits, batch["targets"])
         acc = (logits.argmax(-1) == batch["targets"]).float().mean()
+        if lm_weight > 0:
+            lm_logits = out.logits[:, :-1]  # (B, T-1, V)
+            nxt = batch["input_ids"][:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+            lm = nn.functional.cross_entropy(lm_logits.transpose(1, 2), nxt, ignore_index=-100)
+            loss = loss + lm_weight * lm
         return loss, acc
 
     def _label_logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -287,16 +305,19 @@ class NavPolicy(nn.Module):
     ) -> tuple[torch.Tensor, Any]:
         """Incremental forward of new segments; label logits at each row's last real token."""
         emb = self.embed(input_ids, views, steps, feats)
+        # transformers >= 5.2x names the KV cache ``cache``; older releases ``past_key_values``
+        key = "cache" if _takes_cache(self.lm) else "past_key_values"
         out = self.lm(
             inputs_embeds=emb,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past,
             use_cache=True,
             output_hidden_states=True,
+            logits_to_keep=1,
+            **{key: past},
         )
         hidden = out.hidden_states[-1]
-        return hidden, out.past_key_values
+        return hidden, getattr(out, key)
 
     # ------------------------------------------------------------ io
     def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
@@ -354,6 +375,13 @@ class NavPolicy(nn.Module):
                 raise VlnavError(f"cannot load {path / 'fusion.safetensors'}: {e}") from None
         pol.eval()
         return pol, meta
+
+
+def _takes_cache(lm: Any) -> bool:
+    import inspect
+
+    fwd = getattr(lm, "get_base_model", lambda: lm)().forward
+    return "cache" in inspect.signature(fwd).parameters
 
 
 def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:

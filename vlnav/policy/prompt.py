@@ -1,15 +1,17 @@
 """The policy's prompt: one whole episode as one token sequence.
 
     <bos> navigate by following the instruction . instruction : <instruction text>
-    <step> <A> to your front is , a hallway with a white shoe rack ahead .
-           <C> to your 60 degree left is , a kitchen with a silver fridge on the right .
+    <step> to your front is , a hallway with a white shoe rack ahead . <A>
+           to your 60 degree left is , a kitchen with a silver fridge on the right . <C>
            ...
-           <STOP> stop . <ans> <C>
+           stop . <STOP> <ans> <C>
     <step> ... <ans> <STOP>
 
 Each decision appends a ``<step>`` segment (the candidate views as LangNav-style text, each
-behind its label token: ``<A>`` is the view straight ahead, ``<B>`` 30 degrees to the left,
-... ``<L>`` 30 degrees to the right) and, after ``<ans>``, the label that was chosen. The
+followed by its label token: ``<A>`` is the view straight ahead, ``<B>`` 30 degrees to the
+left, ... ``<L>`` 30 degrees to the right) and, after ``<ans>``, the label that was chosen.
+The label closes its line so that its own hidden state can gather the line's content, and
+answering is then a matter of attending to the right label and copying it. The
 earlier segments are the history. The policy scores the labels present at ``<ans>`` with the
 LM and takes the best, so it can never answer with an invalid action. Training computes the
 loss at every ``<ans>`` of an episode in one pass; inference appends segments to a KV cache.
@@ -43,8 +45,8 @@ def step_text(obs: TextObservation) -> str:
     """The ``<step>`` segment of one decision, ending with ``<ans>``."""
     parts = ["<step>"]
     for c in obs.candidates:
-        parts.append(f"{LABELS[c.index]} {' '.join(words(c.to_text(details=False)))}")
-    parts.append(f"{STOP_LABEL} stop . <ans>")
+        parts.append(f"{' '.join(words(c.to_text(details=False)))} {LABELS[c.index]}")
+    parts.append(f"stop . {STOP_LABEL} <ans>")
     return " ".join(parts)
 
 

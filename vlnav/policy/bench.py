@@ -1,0 +1,161 @@
+"""Policy benchmarks (``scripts/bench_policy.py``): figures printed and written as JSON.
+
+* training tokens/s of the policy, and its model FLOP utilisation (MFU): achieved training
+  FLOP/s (6 x parameters x tokens, plus attention) over this CPU's measured fp32 matmul peak;
+* decisions/s at batch 1 (one episode, KV cache) and batch 32 (``BatchDecider``);
+* wall time of evaluating a 1,839-episode split (the size of R2R-CE val-unseen) with
+  ``workers`` processes, through ``vlnav.evaluate``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def matmul_peak(seconds: float = 2.0, n: int = 1024) -> float:
+    """Measured fp32 matmul FLOP/s of this process (torch, its current thread count)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    k, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        k += 1
+    return 2 * n**3 * k / (time.perf_counter() - t0)
+
+
+def training_throughput(policy: Any, items: list, steps: int = 10, batch: int = 8) -> dict:
+    import torch
+
+    from vlnav.policy.model import collate
+
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-3)
+    policy.train()
+    rng = np.random.default_rng(0)
+    tokens, t0 = 0, time.perf_counter()
+    attn_flops = 0.0
+    cfg = policy.lm.config
+    for _ in range(steps):
+        idx = rng.choice(len(items), size=min(batch, len(items)), replace=False)
+        opt.zero_grad()
+        for i in idx:
+            b = collate([items[i]], policy.tokenizer.pad_token_id)
+            loss, _ = policy(b)
+            loss.backward()
+            t = len(items[i]["input_ids"])
+            tokens += t
+            # causal attention: QK^T and AV, forward + backward (x3), half the T x T matrix
+            attn_flops += 3 * 2 * 2 * cfg.num_hidden_layers * t * t * cfg.hidden_size / 2
+        opt.step()
+    dt = time.perf_counter() - t0
+    n_params = sum(p.numel() for p in policy.parameters())
+    flops = 6 * n_params * tokens + attn_flops
+    policy.eval()
+    return {"tokens_per_s": tokens / dt, "train_flops_per_s": flops / dt, "params": n_params}
+
+
+def decision_rate(policy: Any, corpus: list, batch: int, rounds: int = 4) -> float:
+    """Decisions/s with ``batch`` episodes decided together (rounds of one decision each)."""
+    from vlnav.policy.agent import EpisodeContext
+    from vlnav.policy.batched import BatchDecider
+
+    eps = [corpus[i % len(corpus)] for i in range(batch)]
+    t0 = time.perf_counter()
+    n = 0
+    if batch == 1:
+        for instr, ds in eps * 8:
+            ctx = EpisodeContext(policy, instr)
+            for d in ds[:rounds]:
+                ctx.scores(d)
+                ctx.commit(d.label)
+                n += 1
+    else:
+        bd = BatchDecider(policy, batch)
+        for i, (instr, _) in enumerate(eps):
+            bd.start(i, instr)
+        for t in range(rounds):
+            bd.decide({i: ds[min(t, len(ds) - 1)] for i, (_, ds) in enumerate(eps)})
+            n += batch
+    return n / (time.perf_counter() - t0)
+
+
+def run(
+    checkpoint: str,
+    run_dir: str,
+    data_dir: str,
+    workers: int = 2,
+    eval_episodes: int = 1839,
+    out: str | None = None,
+) -> dict[str, Any]:
+    import torch
+
+    from vlnav.config import EnvConfig, load_config
+    from vlnav.policy.model import NavPolicy
+    from vlnav.train import _json_to_decisions, read_jsonl
+
+    torch.set_num_threads(1)
+    res: dict[str, Any] = {"threads": 1}
+    from vlnav.bench import _machine
+
+    res["machine"] = _machine()
+    policy, meta = NavPolicy.load(checkpoint)
+    corpus = [_json_to_decisions(r) for r in read_jsonl(Path(run_dir) / "data" / "expert.jsonl")]
+    corpus = [c for c in corpus if c[1]][:64]
+    items = [policy.episode_tensors(i, d) for i, d in corpus]
+    res["matmul_peak_flops_1_thread"] = matmul_peak()
+    res.update(training_throughput(policy, items))
+    res["mfu"] = res["train_flops_per_s"] / res["matmul_peak_flops_1_thread"]
+    print(
+        f"training: {res['tokens_per_s']:,.0f} tokens/s, MFU {100 * res['mfu']:.1f}% "
+        f"of {res['matmul_peak_flops_1_thread'] / 1e9:.0f} GFLOP/s (1 thread)"
+    )
+    for b in (1, 32):
+        r = decision_rate(policy, corpus, b)
+        res[f"decisions_per_s_batch{b}"] = r
+        print(f"decisions: batch {b}: {r:,.1f}/s = {1000 / r:.2f} ms each")
+    if eval_episodes:
+        from vlnav.evaluate import evaluate
+        from vlnav.sampler import prepare_data
+
+        per = int(np.ceil(eval_episodes / 5))
+        env = load_config(
+            EnvConfig,
+            "envs/procedural.yaml" if Path("envs/procedural.yaml").is_file() else None,
+            [
+                f"data_dir={data_dir}",
+                "scenes.val_unseen=5",
+                f"episodes.val_unseen_per_scene={per}",
+                "episodes.train_per_scene=1",
+                "episodes.val_seen_per_scene=1",
+            ],
+        )
+        prepare_data(env, progress=False)
+        t0 = time.perf_counter()
+        ev = evaluate(
+            env,
+            "policy",
+            "val_unseen",
+            eval_episodes,
+            workers,
+            Path(data_dir) / "eval",
+            agent_kwargs={"checkpoint": checkpoint},
+            progress=True,
+        )
+        res["eval_episodes"] = ev.metrics["episodes"]
+        res["eval_workers"] = workers
+        res["eval_wall_s"] = time.perf_counter() - t0
+        res["eval_metrics"] = ev.metrics
+        print(
+            f"evaluation of {ev.metrics['episodes']} episodes with {workers} workers: "
+            f"{res['eval_wall_s']:.0f} s"
+        )
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(res, indent=2) + "\n")
+    return res
