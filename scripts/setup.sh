@@ -13,6 +13,7 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-# torch, when a later stage needs it, is pinned to 2.13.0 so pip takes the CPU build
-.venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+# the policy's extra pins torch==2.13.0, so pip takes the CPU build on a CPU machine
+# (install the CUDA build of your choice first on a GPU machine: the pin is then satisfied)
+.venv/bin/python -m pip install -q -e '.[dev,llm]' 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -c "import vlnav" && echo "vlnav installed in .venv"
