@@ -57,7 +57,7 @@ def corpus():
     return [make_episode(rng, steps=int(rng.integers(2, 5))) for _ in range(6)]
 
 
-def tiny_policy(corpus, fusion="none", feature_dim=0):
+def tiny_policy(corpus, fusion="none", feature_dim=0, head="pointer"):
     texts = [i for i, _ in corpus] + [
         c.caption.text for _, ds in corpus for d in ds for c in d.obs.candidates
     ]
@@ -107,8 +107,9 @@ def test_scores_only_available_labels_and_kv_cache_matches_full_pass(corpus):
     batch = collate([item], pol.tokenizer.pad_token_id)
     with torch.no_grad():
         out = pol.lm(input_ids=batch["input_ids"], output_hidden_states=True)
-        h = out.hidden_states[-1][0, batch["ans_pos"]]
-        logits = pol._label_logits(h).masked_fill(~batch["avail"], float("-inf"))
+        hid = out.hidden_states[-1][0]
+        logits = pol._label_logits(hid[batch["ans_pos"]], hid[batch["labpos"]])
+        logits = logits.masked_fill(~batch["avail"], float("-inf"))
         full = torch.log_softmax(logits, -1).numpy()
     for a, b in zip(incremental, full):
         fin = np.isfinite(b)

@@ -30,14 +30,16 @@ def run_quickstart(
     workers: int = 2,
     videos: int = 3,
     progress: bool = True,
+    policy_config: str | Path | None = "configs/quickstart.yaml",
+    policy_overrides: tuple[str, ...] = (),
 ) -> Path:
     from vlnav.sampler import prepare_data
 
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
-    print(f"[1/3] houses and episodes in {config.data_dir}")
+    print(f"[1/4] houses and episodes in {config.data_dir}")
     prepare_data(config, progress=progress)
-    print(f"[2/3] evaluating {', '.join(BASELINES)} on {episodes} val_unseen episodes")
+    print(f"[2/4] evaluating {', '.join(BASELINES)} on {episodes} val_unseen episodes")
     results = {}
     for agent in BASELINES:
         results[agent] = evaluate(
@@ -47,6 +49,25 @@ def run_quickstart(
             episodes,
             workers,
             out / "eval" / agent,
+            progress=progress,
+        )
+    if policy_config is not None:
+        from vlnav.train import Trainer, load_train_config
+
+        print("[3/4] training a small language-model policy (imitation + DAgger)")
+        tcfg = load_train_config(
+            policy_config if Path(policy_config).is_file() else None,
+            [f"out={out / 'policy-run'}", *policy_overrides],
+        )
+        ckpt = Trainer(tcfg, progress=progress, env=config).run()
+        results["policy"] = evaluate(
+            config,
+            "policy",
+            "val_unseen",
+            episodes,
+            workers,
+            out / "eval" / "policy",
+            agent_kwargs={"checkpoint": str(ckpt)},
             progress=progress,
         )
     rows = {a: r.metrics for a, r in results.items()}

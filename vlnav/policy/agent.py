@@ -36,7 +36,7 @@ class EpisodeContext:
     def scores(self, decision: Decision) -> tuple[np.ndarray, list[bool]]:
         """Label log-probabilities (13,) for this decision (-inf where unavailable)."""
         pol = self.policy
-        ids, views, avail = pol.encode_step(decision)
+        ids, views, avail, labpos = pol.encode_step_full(decision)
         seq = self.pending + ids
         views = [-1] * len(self.pending) + views
         if self.pos + len(seq) + 1 > pol.config.max_len:
@@ -57,7 +57,9 @@ class EpisodeContext:
             self.past,
         )
         self.pos += len(seq)
-        logits = pol._label_logits(hidden[0, -1])
+        off = len(self.pending)
+        h_lab = hidden[0, [off + max(p, 0) for p in labpos]]  # (13, E)
+        logits = pol._label_logits(hidden[0, -1], h_lab)
         logits = logits.masked_fill(~torch.tensor(avail), float("-inf"))
         return torch.log_softmax(logits, -1).numpy(), avail
 

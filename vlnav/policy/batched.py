@@ -40,9 +40,10 @@ class BatchDecider:
         """One decision for each slot in ``decisions``: (label, label log-probabilities)."""
         pol = self.policy
         slots = sorted(decisions)
-        segs, views, avails = {}, {}, {}
+        segs, views, avails, labs = {}, {}, {}, {}
         for s in slots:
-            ids, v, av = pol.encode_step(decisions[s])
+            ids, v, av, lp = pol.encode_step_full(decisions[s])
+            labs[s] = [len(self.pending[s]) + max(p, 0) for p in lp]
             segs[s] = self.pending[s] + ids
             views[s] = [-1] * len(self.pending[s]) + v
             avails[s] = av
@@ -74,7 +75,7 @@ class BatchDecider:
         for s in slots:
             k = len(segs[s])
             self.pos[s] += k
-            logits = pol._label_logits(hidden[s, k - 1])
+            logits = pol._label_logits(hidden[s, k - 1], hidden[s, labs[s]])
             logits = logits.masked_fill(~torch.tensor(avails[s]), float("-inf"))
             logp = torch.log_softmax(logits, -1).numpy()
             j = int(np.argmax(logp))

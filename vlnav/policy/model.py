@@ -38,6 +38,9 @@ class PolicyConfig:
     intermediate: int = 512
     max_len: int = 4096
     fusion: str = "none"  # none | add | prefix
+    # how a label is scored at <ans>: "label" = the LM head (static label embeddings);
+    # "pointer" = the LM head plus the label's contextual state at the end of its line
+    head: str = "pointer"
     feature_dim: int = 0  # size of the visual features (set from the encoder)
     pretrained: str | None = None  # hub id or local path of a causal LM
     lora: bool = False
@@ -52,6 +55,7 @@ class PolicyConfig:
             raise_cfg(f"hidden={self.hidden} must be a multiple of heads={self.heads}")
         check_range("max_len", self.max_len, 128, 131072)
         check_choice("fusion", self.fusion, ("none", "add", "prefix"))
+        check_choice("head", self.head, ("label", "pointer"))
         check_range("lora_r", self.lora_r, 1, 512)
         check_range("dropout", self.dropout, 0.0, 0.9)
 
@@ -104,6 +108,10 @@ class NavPolicy(nn.Module):
             if config.fusion != "none" and config.feature_dim > 0
             else None
         )
+        # pointer head: a zero-initialised bilinear map, so training starts from the LM head
+        self.pointer = nn.Linear(emb, emb, bias=False) if config.head == "pointer" else None
+        if self.pointer is not None:
+            nn.init.zeros_(self.pointer.weight)
         self._cache: dict[str, list[int]] = {}
 
     # ------------------------------------------------------------ construction
@@ -163,7 +171,15 @@ class NavPolicy(nn.Module):
 
     def encode_step(self, decision: Decision) -> tuple[list[int], list[int], list[bool]]:
         """(token ids, view index per token (-1 outside candidates), available labels)."""
+        ids, views, avail, _ = self.encode_step_full(decision)
+        return ids, views, avail
+
+    def encode_step_full(
+        self, decision: Decision
+    ) -> tuple[list[int], list[int], list[bool], list[int]]:
+        """As ``encode_step``, plus each label's token offset in the segment (-1: absent)."""
         obs = decision.obs
+        labpos = [-1] * (len(LABELS) + 1)
         # candidate lines are encoded one by one to know which view each token belongs to
         ids = self.encode("<step>")
         views = [-1] * len(ids)
@@ -173,14 +189,16 @@ class NavPolicy(nn.Module):
                 piece = [self.img_id, *piece]
             ids += piece
             views += [c.index] * len(piece)
+            labpos[c.index] = len(ids) - 1
         tail = self.encode(f"stop . {STOP_LABEL} <ans>")
         ids += tail
         views += [-1] * len(tail)
+        labpos[-1] = len(ids) - 2
         avail = [False] * (len(LABELS) + 1)
         for c in obs.candidates:
             avail[c.index] = True
         avail[-1] = True
-        return ids, views, avail
+        return ids, views, avail, labpos
 
     def label_index(self, label: str) -> int:
         return len(LABELS) if label == STOP_LABEL else LABELS.index(label)
@@ -190,9 +208,10 @@ class NavPolicy(nn.Module):
         ids = self.encode(header_text(instruction))
         views = [-1] * len(ids)
         steps = [-1] * len(ids)
-        ans, targets, avail = [], [], []
+        ans, targets, avail, labpos = [], [], [], []
         for s, d in enumerate(decisions):
-            sid, sv, av = self.encode_step(d)
+            sid, sv, av, lp = self.encode_step_full(d)
+            labpos.append([len(ids) + o if o >= 0 else 0 for o in lp])
             ids += sid
             views += sv
             steps += [s] * len(sid)
@@ -214,6 +233,7 @@ class NavPolicy(nn.Module):
             "ans": ans,
             "targets": targets,
             "avail": avail,
+            "labpos": labpos,
             "features": feats,
         }
 
@@ -273,7 +293,8 @@ class NavPolicy(nn.Module):
         hidden = out.hidden_states[-1]  # (B, T, E)
         b, a = batch["ans_batch"], batch["ans_pos"]  # (D,), (D,)
         h = hidden[b, a]  # (D, E)
-        logits = self._label_logits(h)  # (D, 13)
+        h_lab = hidden[b[:, None], batch["labpos"]]  # (D, 13, E)
+        logits = self._label_logits(h, h_lab)  # (D, 13)
         logits = logits.masked_fill(~batch["avail"], float("-inf"))
         loss = nn.functional.cross_entropy(logits, batch["targets"])
         acc = (logits.argmax(-1) == batch["targets"]).float().mean()
@@ -284,12 +305,15 @@ class NavPolicy(nn.Module):
             loss = loss + lm_weight * lm
         return loss, acc
 
-    def _label_logits(self, h: torch.Tensor) -> torch.Tensor:
+    def _label_logits(self, h: torch.Tensor, h_lab: torch.Tensor | None = None) -> torch.Tensor:
+        """Label logits at the answer slot.  h (..., E), h_lab (..., 13, E) -> (..., 13)"""
         head = self.lm.get_output_embeddings()
         w = head.weight[self.label_ids]  # (13, E)
         out = h @ w.T
         if getattr(head, "bias", None) is not None:
             out = out + head.bias[self.label_ids]
+        if self.pointer is not None and h_lab is not None:
+            out = out + (self.pointer(h_lab) * h.unsqueeze(-2)).sum(-1)
         return out
 
     @torch.no_grad()
@@ -328,12 +352,16 @@ class NavPolicy(nn.Module):
             lm = lm.merge_and_unload()
         lm.save_pretrained(path / "lm", safe_serialization=True)
         self.tokenizer.save_pretrained(path / "lm")
+        extra_w = {}
+        if self.pointer is not None:
+            extra_w.update({f"pointer.{k}": v for k, v in self.pointer.state_dict().items()})
         if self.proj is not None:
+            extra_w.update({f"proj.{k}": v for k, v in self.proj.state_dict().items()})
+        if extra_w:
             from safetensors.torch import save_file
 
             save_file(
-                {k: v.contiguous() for k, v in self.proj.state_dict().items()},
-                str(path / "fusion.safetensors"),
+                {k: v.contiguous() for k, v in extra_w.items()}, str(path / "heads.safetensors")
             )
         meta = {"kind": CHECKPOINT_KIND, "policy": asdict(self.config), **(extra or {})}
         meta["policy"]["pretrained"] = None  # the saved LM is self-contained
@@ -366,13 +394,20 @@ class NavPolicy(nn.Module):
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise VlnavError(f"cannot load the policy LM from {path / 'lm'}: {msg}") from None
         pol = cls(lm, tok, cfg)
-        if pol.proj is not None:
+        if pol.proj is not None or pol.pointer is not None:
             try:
                 from safetensors.torch import load_file
 
-                pol.proj.load_state_dict(load_file(str(path / "fusion.safetensors")))
+                w = load_file(str(path / "heads.safetensors"))
+                for name in ("pointer", "proj"):
+                    mod = getattr(pol, name)
+                    if mod is not None:
+                        mod.load_state_dict(
+                            {k.split(".", 1)[1]: v for k, v in w.items() if k.startswith(name)}
+                        )
             except Exception as e:  # noqa: BLE001
-                raise VlnavError(f"cannot load {path / 'fusion.safetensors'}: {e}") from None
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise VlnavError(f"cannot load {path / 'heads.safetensors'}: {msg}") from None
         pol.eval()
         return pol, meta
 
@@ -392,7 +427,7 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
     views = torch.full((B, T), -1, dtype=torch.long)
     steps = torch.full((B, T), -1, dtype=torch.long)
     mask = torch.zeros((B, T), dtype=torch.long)
-    ans_b, ans_p, targets, avail = [], [], [], []
+    ans_b, ans_p, targets, avail, labpos = [], [], [], [], []
     for i, it in enumerate(items):
         n = len(it["input_ids"])
         ids[i, :n] = torch.tensor(it["input_ids"])
@@ -403,6 +438,7 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
         ans_p += it["ans"]
         targets += it["targets"]
         avail += it["avail"]
+        labpos += it["labpos"]
     batch = {
         "input_ids": ids,
         "views": views,
@@ -411,6 +447,7 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
         "ans_batch": torch.tensor(ans_b),
         "ans_pos": torch.tensor(ans_p),
         "targets": torch.tensor(targets),
+        "labpos": torch.tensor(labpos, dtype=torch.long),
         "avail": torch.tensor(avail, dtype=torch.bool),
     }
     if items[0]["features"] is not None:
