@@ -61,7 +61,7 @@ class DataConfig:
 class OptimConfig:
     steps: int = 400  # imitation steps
     batch_size: int = 8  # episodes per step
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 0.01
     warmup: int = 50
     grad_clip: float = 1.0
