@@ -148,3 +148,25 @@ def test_one_line_errors(houses, tmp_path, capsys, extra, message):
         capsys, ["instruct", *env_args(houses), "--out", str(tmp_path), "--no-progress", *extra]
     )
     assert message in err
+
+
+def test_env_episodes_written_by_an_llm_server(tmp_path, monkeypatch):
+    """episodes.speaker: openai:<model> makes `vlnav episodes sample` ask a chat server."""
+    from vlnav.episodes import load_episodes
+    from vlnav.instruct.stub_server import StubChatServer
+
+    with StubChatServer() as server:
+        monkeypatch.setenv("VLNAV_OPENAI_BASE_URL", server.base_url)
+        env = EnvConfig(
+            data_dir=str(tmp_path / "data"),
+            scenes=ScenesConfig(train=1, val_unseen=1, seed=5),
+            episodes=EpisodesConfig(
+                train_per_scene=3, val_seen_per_scene=1, val_unseen_per_scene=2,
+                speaker="openai:stub-model",
+            ),
+        )  # fmt: skip
+        prepare_data(env, progress=False)
+    eps = load_episodes(env.episodes_path("train")).episodes
+    assert eps and all(
+        e.info["instruction_provenance"]["speaker"].startswith("openai") for e in eps
+    )

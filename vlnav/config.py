@@ -227,12 +227,19 @@ class EpisodesConfig:
     success_radius: float = 3.0
     seed: int = 0
     # who writes the instructions of sampled episodes: "template" (the built-in speaker of
-    # vlnav.instruct) or "route" (a bare list of the rooms passed); LLM speakers run through
-    # `vlnav instruct` on the sampled files
+    # vlnav.instruct), an LLM ("openai:<model>" with $VLNAV_OPENAI_BASE_URL, "hf:<id or
+    # path>") or "route" (a bare list of the rooms passed)
     speaker: str = "template"
 
     def __post_init__(self) -> None:
-        check_choice("speaker", self.speaker, ("template", "route"))
+        if self.speaker not in ("template", "route") and self.speaker.partition(":")[0] not in (
+            "openai",
+            "hf",
+        ):
+            raise ConfigError(
+                f"speaker={self.speaker!r} is not one of template, route, openai:<model>, "
+                "hf:<id or path>"
+            )
         for name in ("train_per_scene", "val_seen_per_scene", "val_unseen_per_scene"):
             check_range(name, getattr(self, name), 0, 100000)
         check_range("min_geodesic", self.min_geodesic, 0.5, 100)

@@ -196,14 +196,17 @@ def prepare_data(config: EnvConfig, force: bool = False, progress: bool = True) 
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name("tmp-" + path.name)
         save_episodes(tmp, EpisodeSet(episodes=eps, vocab=vocab, extra={}))
-        if config.episodes.speaker == "template":
-            tmp = _template_instructions(config, tmp, split)
+        if config.episodes.speaker != "route":
+            tmp = _speaker_instructions(config, tmp, split)
         tmp.replace(path)
     return Path(config.data_dir)
 
 
-def _template_instructions(config: EnvConfig, path: Path, split: str) -> Path:
-    """Rewrite a sampled split's instructions with the built-in template speaker."""
+def _speaker_instructions(config: EnvConfig, path: Path, split: str) -> Path:
+    """Rewrite a sampled split's instructions with the env's speaker (template or an LLM).
+
+    An LLM speaker's replies are cached in ``<split>/tmp-instruct-<split>/cache``, so an
+    interrupted preparation resumes without asking again."""
     import shutil
 
     from vlnav.instruct.config import InstructConfig
@@ -211,7 +214,7 @@ def _template_instructions(config: EnvConfig, path: Path, split: str) -> Path:
 
     work = path.parent / f"tmp-instruct-{split}"
     res = run_instruct(
-        InstructConfig(speaker="template", seed=config.episodes.seed),
+        InstructConfig(speaker=config.episodes.speaker, seed=config.episodes.seed),
         config,
         path,
         work,
