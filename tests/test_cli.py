@@ -152,3 +152,8 @@ def test_quickstart_end_to_end(tmp_path):
     assert all(v.name in html for v in videos)
     assert "To your" in html and "candidates/view_" in html  # candidate views as text
     assert (qs / "policy-run" / "policy" / "policy.json").is_file()
+    from vlnav.quickstart import _notes
+
+    rec = json.loads((qs / "eval" / "policy" / "records.jsonl").read_text().splitlines()[0])
+    notes = _notes(rec)  # what the policy videos print under the instruction at each step
+    assert notes[0].startswith("chose: ") and len(notes) == len(rec["actions"]) + 1

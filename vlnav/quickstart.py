@@ -109,7 +109,12 @@ def _videos(config: EnvConfig, results: dict, folder: Path, count: int, progress
             sim.load_scene(ep.scene_id)
             tmap = TopDownMap(sim.spec, sim.grid)
             frames = episode_frames(
-                sim, ep, rec["actions"], map=tmap, instruction=ep.instruction_text
+                sim,
+                ep,
+                rec["actions"],
+                map=tmap,
+                instruction=ep.instruction_text,
+                notes=_notes(rec),
             )
             path = write_video(frames, folder / f"{agent}_ep{rec['episode_id']}.mp4")
             made.append((agent, rec, path))
