@@ -21,7 +21,8 @@ import numpy as np
 from vlnav.config import EnvConfig, SensorConfig
 
 
-def _machine() -> dict[str, Any]:
+def machine() -> dict[str, Any]:
+    """The CPU model, core count and Python version, recorded with every benchmark."""
     cpu = platform.processor() or ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -69,7 +70,7 @@ def run_benchmarks(
     from vlnav.sim.navgrid import NavGrid
 
     data_dir = Path(data_dir)
-    results: dict[str, Any] = {"machine": _machine(), "seconds_per_figure": seconds}
+    results: dict[str, Any] = {"machine": machine(), "seconds_per_figure": seconds}
 
     # house generation
     t0 = time.perf_counter()

@@ -16,8 +16,6 @@ Measures, on episodes sampled in freshly generated houses:
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,17 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+from vlnav.bench import machine
 
 
 class _ServerProcess:

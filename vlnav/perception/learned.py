@@ -34,7 +34,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -423,22 +422,12 @@ def auto_threads() -> int:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The benchmark machine (``vlnav.bench.machine``) plus torch's version and threads."""
     import torch
 
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-    }
+    from vlnav.bench import machine as base
+
+    return base() | {"torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
 def evaluate_captioner(

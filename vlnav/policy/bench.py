@@ -101,9 +101,9 @@ def run(
 
     torch.set_num_threads(1)
     res: dict[str, Any] = {"threads": 1}
-    from vlnav.bench import _machine
+    from vlnav.bench import machine
 
-    res["machine"] = _machine()
+    res["machine"] = machine()
     policy, meta = NavPolicy.load(checkpoint)
     corpus = [_json_to_decisions(r) for r in read_jsonl(Path(run_dir) / "data" / "expert.jsonl")]
     corpus = [c for c in corpus if c[1]][:64]
