@@ -4,10 +4,29 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+APT_UPDATED=""
+apt_install() {  # apt_install PKG...: apt-get update (once), then install quietly
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  if [ -z "$APT_UPDATED" ]; then $sudo apt-get update -qq && APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
 if ! ldconfig -p 2>/dev/null | grep -q libEGL_mesa; then
   echo "installing Mesa EGL (offscreen OpenGL) ..."
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null
+  apt_install libegl1 libegl-mesa0 libgl1-mesa-dri
+fi
+
+# Headless Chromium and its driver, for the test that opens the quickstart's report in a
+# browser (tests/test_report_browser.py). Optional: without them that test is skipped.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Chromium and chromedriver (browser test of the report) ..."
+    apt_install chromium chromium-driver \
+      || echo "note: could not install chromium chromium-driver; the browser test will be skipped"
+  else
+    echo "note: chromium/chromedriver not found; the browser test of the report will be skipped" \
+      "(as root: apt-get install chromium chromium-driver)"
+  fi
 fi
 
 PY=${PYTHON:-python3}

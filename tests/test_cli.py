@@ -157,3 +157,9 @@ def test_quickstart_end_to_end(tmp_path):
     rec = json.loads((qs / "eval" / "policy" / "records.jsonl").read_text().splitlines()[0])
     notes = _notes(rec)  # what the policy videos print under the instruction at each step
     assert notes[0].startswith("chose: ") and len(notes) == len(rec["actions"]) + 1
+    assert sorted((qs / "videos").glob("*.webm")) == [v.with_suffix(".webm") for v in videos]
+
+    from test_report_browser import CHROMEDRIVER, CHROMIUM, check_report
+
+    if CHROMIUM and CHROMEDRIVER:  # the real report renders (tests/test_report_browser.py)
+        check_report(qs, ["random", "forward", "oracle", "policy"], qs / "screenshot.png")

@@ -55,3 +55,34 @@ def test_two_workers_give_the_same_records(tiny_env, tiny_episodes, tmp_path):
     )
     assert [r["positions"] for r in one.records] == [r["positions"] for r in two.records]
     assert one.metrics == two.metrics
+
+
+def test_batched_policy_evaluation_matches_one_at_a_time(tiny_env, tiny_episodes, tmp_path):
+    """Many episodes stepped together, decisions batched: the same trajectories."""
+    torch = pytest.importorskip("torch", reason="the policy needs torch")
+    from vlnav.policy.model import NavPolicy, PolicyConfig, build_tokenizer
+    from vlnav.train import _asset_words
+
+    tok = build_tokenizer(["a doorway . stop"], _asset_words())
+    torch.manual_seed(3)
+    cfg = PolicyConfig(layers=2, hidden=32, heads=2, intermediate=64, prompt="compact")
+    pol = NavPolicy.create(cfg, tok).eval()
+    with torch.no_grad():  # a random policy that spreads its choices over the candidates
+        for p in pol.parameters():
+            p.mul_(8.0)
+    ckpt = tmp_path / "policy"
+    pol.save(ckpt, {"captioner": {"name": "semantic", "kwargs": {}}, "max_decisions": 4})
+    kw = {"agent_kwargs": {"checkpoint": str(ckpt)}, "progress": False}
+    one = evaluate(tiny_env, "policy", "val_unseen", out_dir=tmp_path / "one", **kw)
+    many = evaluate(tiny_env, "policy", "val_unseen", out_dir=tmp_path / "b", batch=3, **kw)
+    assert len(many.records) == len(one.records) == len(tiny_episodes)
+    labels = set()
+    for a, b in zip(one.records, many.records):
+        assert a["episode_id"] == b["episode_id"]
+        assert a["actions"] == b["actions"]
+        assert a["positions"] == b["positions"]
+        labels.update(t["label"] for t in a["extra"]["trace"])
+    assert len(labels) > 2  # the rollouts took several different choices
+    assert many.metrics == one.metrics
+    with pytest.raises(VlnavError, match="needs --policy"):
+        evaluate(tiny_env, "oracle", "val_unseen", out_dir=tmp_path / "x", batch=4)

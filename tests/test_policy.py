@@ -18,7 +18,14 @@ from vlnav.policy.agent import EpisodeContext  # noqa: E402
 from vlnav.policy.batched import BatchDecider  # noqa: E402
 from vlnav.policy.controller import candidate_actions  # noqa: E402
 from vlnav.policy.model import NavPolicy, PolicyConfig, build_tokenizer, collate  # noqa: E402
-from vlnav.policy.prompt import LABELS, STOP_LABEL, Decision, labels_of, step_text  # noqa: E402
+from vlnav.policy.prompt import (  # noqa: E402
+    LABELS,
+    STOP_LABEL,
+    Decision,
+    candidate_line,
+    labels_of,
+    step_text,
+)
 from vlnav.sim.base import MOVE_FORWARD, TURN_LEFT, TURN_RIGHT  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +89,26 @@ def test_prompt_format_and_labels():
     for c in obs.candidates:
         assert f"to your {c.direction} is ," in text and f" {LABELS[c.index]}" in text
     assert labels_of(obs) == [LABELS[c.index] for c in obs.candidates] + [STOP_LABEL]
+
+
+def test_compact_prompt_keeps_the_content_words_and_is_shorter(corpus):
+    obs = make_obs(np.random.default_rng(1))
+    full, compact = step_text(obs), step_text(obs, "compact")
+    assert compact.startswith("<step> ") and compact.endswith("stop . <STOP> <ans>")
+    assert len(compact.split()) < 0.7 * len(full.split())
+    for c in obs.candidates:
+        line = candidate_line(c, "compact")
+        assert line.endswith(LABELS[c.index]) and "to your" not in line
+        content = [w for w in c.caption.text.lower().rstrip(".").split() if w not in ("a", "with")]
+        assert all(w in line.split() for w in content)
+    # the policy encodes the style its config names, and scores the same labels
+    pol = tiny_policy(corpus)
+    pol.config.prompt = "compact"
+    ids, _, avail = pol.encode_step(Decision(obs, STOP_LABEL))
+    assert pol.tokenizer.decode(ids).split() == compact.split()
+    assert sum(avail) == len(obs.candidates) + 1
+    with pytest.raises(Exception, match="prompt"):
+        PolicyConfig(prompt="verbose")
 
 
 def test_controller_turns_the_short_way_then_walks():

@@ -21,9 +21,13 @@ from vlnav.viz import (
     AGENT_COLOUR,
     REFERENCE_COLOUR,
     TopDownMap,
+    bar_chart_svg,
+    candidate_panel,
     episode_frames,
+    line_chart_svg,
     save_map_png,
     write_video,
+    write_videos,
 )
 
 SOFA_RGB = [200, 30, 30]
@@ -176,6 +180,53 @@ def test_write_mp4(tmp_path: Path) -> None:
     assert abs(int(frames[3][20, 22, 0]) - 250) < 40  # the bar is where it was drawn
 
 
+def test_write_webm_and_mp4_from_one_stream(tmp_path: Path) -> None:
+    """The report's two <video> sources: VP9 WebM (every Chromium build) and H.264 MP4."""
+    consumed = []
+
+    def gen():
+        for f in _frames(7):
+            consumed.append(1)
+            yield f
+
+    paths = write_videos(gen(), [tmp_path / "v" / "ep.webm", tmp_path / "v" / "ep.mp4"], fps=8)
+    assert len(consumed) == 7  # one pass over the frames feeds both encoders
+    for path, codec in zip(paths, ("vp9", "h264")):
+        reader = imageio_ffmpeg.read_frames(str(path))
+        meta = next(reader)
+        reader.close()
+        assert meta["codec"] == codec and tuple(meta["size"]) == (64, 46)
+        frames = list(iio.imiter(path, plugin="FFMPEG"))
+        assert len(frames) == 7 and abs(int(frames[3][20, 22, 0]) - 250) < 40
+
+
+def test_candidate_panel_highlights_the_chosen_line() -> None:
+    lines = [
+        (f"{k * 30} degree left: A kitchen with a white fridge ahead.", k == 2) for k in range(5)
+    ]
+    panel = candidate_panel("candidates at step 3:", [*lines, ("Stop", False)], 300, 120)
+    assert panel.shape == (120, 300, 3) and panel.dtype == np.uint8
+    highlight = np.all(panel == (255, 236, 160), axis=2)
+    rows = np.flatnonzero(highlight.any(axis=1))
+    assert rows.size and rows.min() > 20 and rows.max() < 100  # one entry, under the title
+    long = [("front: " + "a very long caption " * 20, False)] * 12
+    assert candidate_panel("c", long, 200, 80).shape == (80, 200, 3)  # cut to fit, no error
+
+
+def test_charts_are_svg_files(tmp_path: Path) -> None:
+    bars = bar_chart_svg(
+        {"random": {"SR": 0.1, "SPL": 0.05}, "oracle": {"SR": 1.0, "SPL": 0.99}},
+        ["SR", "SPL"],
+        tmp_path / "p" / "bars.svg",
+        title="SR <by> agent",
+    )
+    text = bars.read_text()
+    assert text.startswith("<svg") and 'width="640"' in text and "&lt;by&gt;" in text
+    assert text.count("<rect") == 1 + 4 + 2  # background, 4 bars, 2 legend swatches
+    line = line_chart_svg({"oracle": ([0, 1, 2], [0, 0.5, 1])}, tmp_path / "l.svg", marker_x=1)
+    assert "<polyline" in line.read_text() and "stroke-dasharray" in line.read_text()
+
+
 def test_write_gif(tmp_path: Path) -> None:
     path = write_video(_frames(6), tmp_path / "ep.gif", fps=5)
     frames = iio.imread(path, index=None)
@@ -185,6 +236,9 @@ def test_write_gif(tmp_path: Path) -> None:
 def test_write_video_errors(tmp_path: Path) -> None:
     with pytest.raises(VlnavError, match="suffix"):
         write_video(_frames(2), tmp_path / "ep.avi")
+    with pytest.raises(VlnavError, match="no frames"):
+        write_videos([], [tmp_path / "e.webm", tmp_path / "e.mp4"])
+    assert not (tmp_path / "e.webm").exists() and not (tmp_path / "e.mp4").exists()
     with pytest.raises(VlnavError, match="no frames"):
         write_video([], tmp_path / "empty.mp4")
     assert not (tmp_path / "empty.mp4").exists()
@@ -274,6 +328,35 @@ def test_episode_frames_stop_ends_replay(spec: SceneSpec, grid: NavGrid) -> None
     episode = make_episode(spec, grid)
     frames = list(episode_frames(ScriptedSim(spec, grid), episode, [1, 0, 1, 1], size=64))
     assert len(frames) == 3  # start, MOVE_FORWARD, STOP
+
+
+def test_episode_frames_candidate_panel(spec: SceneSpec, grid: NavGrid) -> None:
+    """The panel right of the map shows what the callable returned; None keeps the last."""
+    episode = make_episode(spec, grid)
+    calls = []
+
+    def lines(t, sim):
+        calls.append((t, list(sim.position)))
+        return [(f"front: decision at {t}", True), ("Stop", False)] if t in (0, 2) else None
+
+    plain = list(episode_frames(ScriptedSim(spec, grid), episode, [1, 1, 1, 1], size=64))
+    frames = list(
+        episode_frames(
+            ScriptedSim(spec, grid),
+            episode,
+            [1, 1, 1, 1],
+            size=64,
+            candidates=lines,
+            panel_width=150,
+        )
+    )
+    assert [t for t, _ in calls] == [0, 1, 2, 3, 4]  # called at every frame, at its pose
+    assert calls[1][1] != calls[0][1]
+    assert frames[0].shape[1] == plain[0].shape[1] + 150
+    w = plain[0].shape[1]
+    panel = [f[:64, w:] for f in frames]
+    assert np.array_equal(panel[0], panel[1]) and not np.array_equal(panel[1], panel[2])
+    assert np.all(panel[2] == (255, 236, 160), axis=2).any()  # the chosen line is highlighted
 
 
 @pytest.mark.skipif(

@@ -20,3 +20,12 @@ def _register_envs() -> None:
 
 
 _register_envs()
+
+
+def __getattr__(name: str):
+    # the deployable agent (vlnav.deploy), imported on first use: it needs torch, vlnav doesn't
+    if name in ("Agent", "Action"):
+        from vlnav import deploy
+
+        return getattr(deploy, name)
+    raise AttributeError(f"module 'vlnav' has no attribute {name!r}")

@@ -85,6 +85,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         args.out,
         agent_kwargs=kwargs,
         progress=True,
+        batch=args.batch if args.policy else 1,
     )
     print(format_table({res.agent: res.metrics}))
     print(f"records and metrics in {res.out_dir}")
@@ -95,6 +96,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = load_train_config(args.config, args.overrides)
     Trainer(cfg).run()
+
+
+def cmd_transfer(args: argparse.Namespace) -> None:
+    from vlnav.transfer import main
+
+    main(args.config, args.overrides)
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
@@ -146,7 +153,29 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--episodes", type=int, default=None, help="first N episodes (default all)")
     ev.add_argument("--workers", type=int, default=1, help="worker processes")
     ev.add_argument("--out", default=None, help="output folder (default runs/eval/...)")
+    ev.add_argument(
+        "--batch",
+        type=int,
+        default=32,
+        help="with --policy: episodes stepped together per worker, decided in one batched "
+        "forward (1: one at a time)",
+    )
     ev.set_defaults(func=cmd_eval)
+
+    tf = sub.add_parser(
+        "transfer",
+        help="sim-to-sim transfer: text vs features vs both, trained on A, evaluated on A/B/C",
+    )
+    tf.add_argument("config", help="experiment YAML, e.g. configs/transfer.yaml")
+    tf.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set seeds=[0,1] (repeatable)",
+    )
+    tf.set_defaults(func=cmd_transfer)
 
     tr = sub.add_parser("train", help="train the small-LM policy (imitation + DAgger); resumable")
     tr.add_argument("config", help="experiment YAML, e.g. configs/langnav-small.yaml")

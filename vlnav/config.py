@@ -247,6 +247,121 @@ class EpisodesConfig:
         check_range("success_radius", self.success_radius, 0.1, 10)
 
 
+# ------------------------------------------------------------------ rendering domains
+# A range is a number (fixed) or [lo, hi]: a value drawn uniformly per episode (per scene when
+# no episode is reset), deterministically from (domain.seed, scene, start pose); see
+# vlnav/sim/domains.py. Unset (null) leaves that part of the rendering as in domain A.
+Range = list[float] | float | None
+
+
+def check_span(name: str, value: Range, lo: float, hi: float) -> list[float] | None:
+    """Normalise a range to ``[a, b]`` with lo <= a <= b <= hi, or raise ConfigError."""
+    if value is None:
+        return None
+    span = [float(value)] * 2 if isinstance(value, (int, float)) else [float(v) for v in value]
+    if len(span) != 2 or span[0] > span[1]:
+        raise ConfigError(f"{name}={value!r} should be a number or a range [lo, hi] with lo <= hi")
+    check_range(name, span[0], lo, hi)
+    check_range(name, span[1], lo, hi)
+    return span
+
+
+@dataclasses.dataclass
+class LightConfig:
+    """The directional light and the ambient share; unset fields keep domain A's light."""
+
+    azimuth: Range = None  # degrees, 0 = from -z, positive turns left (like headings)
+    elevation: Range = None  # degrees above the horizon (unset: A's direction)
+    ambient: Range = None  # share of light that ignores surface orientation (A: 0.45)
+    intensity: Range = None  # light (and ambient) multiplier (A: 1)
+    warmth: Range = None  # colour temperature: -1 cool/blue .. 0 white .. 1 warm/orange
+
+    def __post_init__(self) -> None:
+        self.azimuth = check_span("azimuth", self.azimuth, -360, 360)
+        self.elevation = check_span("elevation", self.elevation, 0, 90)
+        self.ambient = check_span("ambient", self.ambient, 0, 1)
+        self.intensity = check_span("intensity", self.intensity, 0, 4)
+        self.warmth = check_span("warmth", self.warmth, -1, 1)
+        if (self.azimuth is None) != (self.elevation is None):
+            raise ConfigError("azimuth and elevation are set together (or neither)")
+
+
+@dataclasses.dataclass
+class PaletteConfig:
+    """A colour transform of every surface colour, before lighting."""
+
+    hue: Range = None  # hue rotation, degrees
+    saturation: Range = None  # 0 grey .. 1 as is .. >1 more saturated
+    brightness: Range = None  # colour multiplier
+
+    def __post_init__(self) -> None:
+        self.hue = check_span("hue", self.hue, -180, 180)
+        self.saturation = check_span("saturation", self.saturation, 0, 3)
+        self.brightness = check_span("brightness", self.brightness, 0.1, 3)
+
+
+@dataclasses.dataclass
+class NoiseConfig:
+    """Sensor effects on RGB, applied in this order: blur, exposure, noise, JPEG."""
+
+    blur_sigma: Range = None  # Gaussian blur sigma (defocus): pixels of a 224-wide image
+    exposure: Range = None  # gain on linear intensity: < 1 darker, > 1 brighter
+    gamma: Range = None  # tone curve exponent: > 1 brightens mid-tones
+    gaussian_std: Range = None  # additive per-pixel noise, fraction of full scale
+    jpeg_quality: Range = None  # JPEG round trip at this quality (1-100)
+
+    def __post_init__(self) -> None:
+        self.blur_sigma = check_span("blur_sigma", self.blur_sigma, 0, 10)
+        self.exposure = check_span("exposure", self.exposure, 0.05, 10)
+        self.gamma = check_span("gamma", self.gamma, 0.2, 5)
+        self.gaussian_std = check_span("gaussian_std", self.gaussian_std, 0, 0.5)
+        self.jpeg_quality = check_span("jpeg_quality", self.jpeg_quality, 1, 100)
+
+
+@dataclasses.dataclass
+class CameraConfig:
+    """Shifts of the camera (all sensors): its height above the floor and its field of view."""
+
+    height_jitter: Range = None  # metres added to sensor.camera_height
+    hfov_jitter: Range = None  # degrees added to sensor.hfov
+
+    def __post_init__(self) -> None:
+        self.height_jitter = check_span("height_jitter", self.height_jitter, -1, 1)
+        self.hfov_jitter = check_span("hfov_jitter", self.hfov_jitter, -60, 60)
+
+
+@dataclasses.dataclass
+class DomainConfig:
+    """A rendering domain: how RGB looks, as a seed plus named randomisation ranges.
+
+    The default (no ``domain`` section) is domain A: flat colours, one fixed light, no sensor
+    effects. Houses, episodes, navigation, depth and instance ids never depend on the domain,
+    except that ``camera`` shifts move every sensor.
+    """
+
+    name: str = "flat"
+    seed: int = 0
+    textures: bool = False  # procedural wood / tiles / plaster / fabric / carpet by surface
+    texture_contrast: Range = None  # 0 flat .. 1 full pattern strength (default 1)
+    texture_scale: Range = None  # pattern size multiplier (default 1)
+    palette: PaletteConfig | None = None
+    light: LightConfig | None = None
+    noise: NoiseConfig | None = None
+    camera: CameraConfig | None = None
+
+    def __post_init__(self) -> None:
+        check_range("seed", self.seed, 0, 2**32 - 1)
+        self.texture_contrast = check_span("texture_contrast", self.texture_contrast, 0, 2)
+        self.texture_scale = check_span("texture_scale", self.texture_scale, 0.1, 10)
+
+    @property
+    def is_default(self) -> bool:
+        """Renders exactly as domain A (the name and seed do not matter then)."""
+        return not self.textures and all(
+            getattr(self, f) is None for f in ("palette", "light", "noise", "camera")
+        )
+
+
 @dataclasses.dataclass
 class EnvConfig:
     """An environment definition (``envs/*.yaml``): the *where* of an experiment."""
@@ -262,12 +377,21 @@ class EnvConfig:
     # where scenes and episodes live; "{data_dir}" and "{split}" are filled in
     scenes_path: str = "{data_dir}/scenes"
     episodes_pattern: str = "{data_dir}/episodes/{split}/{split}.json.gz"
-    domain: dict[str, Any] = dataclasses.field(default_factory=dict)
+    domain: DomainConfig = dataclasses.field(default_factory=DomainConfig)  # how RGB looks
     habitat: dict[str, Any] = dataclasses.field(default_factory=dict)  # backend-specific
 
     def __post_init__(self) -> None:
         check_choice("backend", self.backend, ("builtin", "habitat"))
         check_range("grid_cell", self.grid_cell, 0.01, 0.25)
+        if self.backend != "builtin" and not self.domain.is_default:
+            raise ConfigError(f"domain '{self.domain.name}' needs backend: builtin")
+        camera = self.domain.camera
+        if camera is not None:
+            s = self.sensor
+            for jitter in camera.height_jitter or ():
+                check_range("domain.camera.height_jitter", s.camera_height + jitter, 0.1, 2.5)
+            for jitter in camera.hfov_jitter or ():
+                check_range("domain.camera.hfov_jitter", s.hfov + jitter, 10, 170)
 
     @property
     def scenes_dir(self) -> Path:

@@ -9,6 +9,7 @@ simulator (a forked child of a process holding a GL context would hang).
 
 from __future__ import annotations
 
+import copy
 import json
 import multiprocessing as mp
 import os
@@ -34,6 +35,66 @@ class EvalResult:
     records: list[dict[str, Any]] = field(default_factory=list)
 
 
+class Rollout:
+    """One episode in progress: the sim reset to its start, the trajectory so far.
+
+    ``run_episode`` drives one with an agent's ``act``; the batched policy runner
+    (``vlnav.policy.batched.run_batched``) keeps many and steps them in turn."""
+
+    def __init__(
+        self,
+        sim: Any,
+        episode: Episode,
+        agent: Any,
+        max_steps: int,
+        seed: int = 0,
+        success_radius: float = 3.0,
+    ) -> None:
+        self.sim, self.episode, self.agent = sim, episode, agent
+        self.max_steps, self.success_radius = max_steps, success_radius
+        self.obs = sim.reset(episode.scene_id, episode.start_position, episode.start_rotation)
+        agent.reset(episode, sim, seed)
+        self.goal = list(episode.goal_position)
+        self.state = sim.agent_state()
+        self.positions = [list(self.state.position)]
+        self.dists = [sim.geodesic_distance(self.state.position, self.goal)]
+        self.actions: list[int] = []
+        self.stopped = False
+        self.done = max_steps <= 0
+
+    def step(self, action: int) -> None:
+        """Record ``action`` and, unless it is Stop, execute it in the simulator."""
+        self.actions.append(int(action))
+        if action == STOP:
+            self.stopped = self.done = True
+            return
+        self.obs = self.sim.step(action)
+        self.state = self.sim.agent_state()
+        if self.state.position != self.positions[-1]:
+            self.positions.append(list(self.state.position))
+            self.dists.append(self.sim.geodesic_distance(self.state.position, self.goal))
+        self.done = len(self.actions) >= self.max_steps
+
+    def record(self) -> EpisodeRecord:
+        episode, agent = self.episode, self.agent
+        return EpisodeRecord(
+            episode_id=str(episode.episode_id),
+            scene_id=episode.scene_id,
+            instruction=episode.instruction_text,
+            positions=[[round(v, 4) for v in p] for p in self.positions],
+            actions=self.actions,
+            # dense ground-truth locations, as VLN-CE's gt files, so nDTW compares like with like
+            reference_path=resample_path(episode.reference_path, 0.25),
+            goal=self.goal,
+            geodesic_start_goal=float(episode.geodesic_distance),
+            distance_to_goal=[round(float(d), 4) for d in self.dists],
+            stopped=self.stopped,
+            success_radius=self.success_radius,
+            agent=getattr(agent, "name", type(agent).__name__),
+            extra={"trace": agent.trace} if getattr(agent, "trace", None) else {},
+        )
+
+
 def run_episode(
     sim: Any,
     episode: Episode,
@@ -43,53 +104,55 @@ def run_episode(
     success_radius: float = 3.0,
 ) -> EpisodeRecord:
     """One rollout: reset, act until STOP or ``max_steps``, and record the trajectory."""
-    obs = sim.reset(episode.scene_id, episode.start_position, episode.start_rotation)
-    agent.reset(episode, sim, seed)
-    goal = list(episode.goal_position)
-    state = sim.agent_state()
-    positions = [list(state.position)]
-    dists = [sim.geodesic_distance(state.position, goal)]
-    actions: list[int] = []
-    stopped = False
-    for _ in range(max_steps):
-        action = int(agent.act(obs, state))
-        actions.append(action)
-        if action == STOP:
-            stopped = True
-            break
-        obs = sim.step(action)
-        state = sim.agent_state()
-        if state.position != positions[-1]:
-            positions.append(list(state.position))
-            dists.append(sim.geodesic_distance(state.position, goal))
-    return EpisodeRecord(
-        episode_id=str(episode.episode_id),
-        scene_id=episode.scene_id,
-        instruction=episode.instruction_text,
-        positions=[[round(v, 4) for v in p] for p in positions],
-        actions=actions,
-        # dense ground-truth locations, as VLN-CE's gt files, so nDTW compares like with like
-        reference_path=resample_path(episode.reference_path, 0.25),
-        goal=goal,
-        geodesic_start_goal=float(episode.geodesic_distance),
-        distance_to_goal=[round(float(d), 4) for d in dists],
-        stopped=stopped,
-        success_radius=success_radius,
-        agent=getattr(agent, "name", type(agent).__name__),
-        extra={"trace": agent.trace} if getattr(agent, "trace", None) else {},
-    )
+    r = Rollout(sim, episode, agent, max_steps, seed, success_radius)
+    while not r.done:
+        r.step(agent.act(r.obs, r.state))
+    return r.record()
 
 
 # ---------------------------------------------------------------- worker processes
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(config: EnvConfig, agent_name: str, agent_kwargs: dict[str, Any]) -> None:
+def _init_worker(
+    config: EnvConfig, agent_name: str, agent_kwargs: dict[str, Any], batch: int = 1
+) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     agent = make_agent(agent_name, **agent_kwargs)
     _WORKER["sim"] = make_simulator(config.backend, config, sensors=agent.sensors)
     _WORKER["agent"] = agent
+    # batched decisions: one agent per slot, all sharing the loaded policy
+    _WORKER["agents"] = [agent] + [copy.copy(agent) for _ in range(batch - 1)]
     _WORKER["config"] = config
+
+
+def _run_wave(tasks: list[tuple[int, Episode]]) -> list[dict[str, Any]]:
+    from vlnav.policy.batched import run_batched
+
+    cfg: EnvConfig = _WORKER["config"]
+    out = []
+    for rec in run_batched(
+        _WORKER["sim"],
+        tasks,
+        _WORKER["agents"],
+        cfg.agent.max_steps,
+        success_radius=cfg.episodes.success_radius,
+    ):
+        d = rec.to_dict()
+        d["metrics"] = compute_metrics(rec)
+        out.append(d)
+    return out
+
+
+def _waves(todo: list[tuple[int, Episode]], size: int) -> list[list[tuple[int, Episode]]]:
+    """Consecutive runs of up to ``size`` episodes of one scene (a scene switch reloads)."""
+    waves: list[list[tuple[int, Episode]]] = []
+    for task in todo:
+        if waves and len(waves[-1]) < size and waves[-1][-1][1].scene_id == task[1].scene_id:
+            waves[-1].append(task)
+        else:
+            waves.append([task])
+    return waves
 
 
 def _run_one(task: tuple[int, Episode]) -> dict[str, Any]:
@@ -135,11 +198,17 @@ def evaluate(
     out_dir: str | Path | None = None,
     agent_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
+    batch: int = 1,
 ) -> EvalResult:
-    """Evaluate ``agent`` on the first ``episodes`` episodes of ``split``; resumable."""
+    """Evaluate ``agent`` on the first ``episodes`` episodes of ``split``; resumable.
+
+    ``batch > 1`` (the ``policy`` agent only) steps that many episodes together in each
+    worker and takes their decisions in one batched forward."""
     from tqdm import tqdm
 
     agent_kwargs = agent_kwargs or {}
+    if batch > 1 and agent != "policy":
+        raise VlnavError(f"--batch {batch} batches policy decisions: it needs --policy")
     make_agent(agent, **agent_kwargs)  # fail fast on an unknown agent
     if not config.scenes.procedural:  # downloaded data (MP3D, R2R-CE): say what to fetch
         from vlnav.sim.habitat_config import check_external_data
@@ -187,18 +256,26 @@ def evaluate(
                 sr = sum(r["metrics"]["SR"] for r in records) / len(records)
                 bar.set_postfix(SR=f"{sr:.2f}", refresh=False)
 
-            if workers <= 1 or len(todo) <= 1:
-                _init_worker(config, agent, agent_kwargs)
+            if batch > 1:  # waves of one scene's episodes, decided together
+                jobs, fn = _waves(todo, batch), _run_wave
+            else:
+                jobs, fn = todo, _run_one
+            if workers <= 1 or len(jobs) <= 1:
+                _init_worker(config, agent, agent_kwargs, batch)
                 try:
-                    for task in todo:
-                        write(_run_one(task))
+                    for job in jobs:
+                        got = fn(job)
+                        for d in got if batch > 1 else [got]:
+                            write(d)
                 finally:
                     _WORKER["sim"].close()
             else:
                 ctx = mp.get_context("spawn")
-                with ctx.Pool(workers, _init_worker, (config, agent, agent_kwargs)) as pool:
-                    for d in pool.imap_unordered(_run_one, todo, chunksize=1):
-                        write(d)
+                init = (config, agent, agent_kwargs, batch)
+                with ctx.Pool(workers, _init_worker, init) as pool:
+                    for got in pool.imap_unordered(fn, jobs, chunksize=1):
+                        for d in got if batch > 1 else [got]:
+                            write(d)
     finally:
         bar.close()
     wanted = {str(e.episode_id) for e in eps}

@@ -1,4 +1,4 @@
-"""Pictures of houses and episodes: a top-down map, replay frames, MP4/GIF and PNG output.
+"""Pictures of houses and episodes: a top-down map, replay frames, video, PNG and SVG output.
 
 Everything is drawn with OpenCV on RGB ``uint8`` arrays. The map is the floor plan seen
 from above with -z up, so an agent at heading 0 (looking along -z) faces the top of the
@@ -11,14 +11,14 @@ Example:
     >>> m.draw_agent(img, [1.0, 0.0, 2.0], heading=0.0)
     >>> m.draw_goal(img, episode.goal_position)
     >>> frames = episode_frames(sim, episode, actions=[1, 1, 2, 1, 0])
-    >>> write_video(frames, "runs/viz/episode_1.mp4")
+    >>> write_videos(frames, ["runs/viz/episode_1.webm", "runs/viz/episode_1.mp4"])
 """
 
 from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from vlnav.scenes.spec import SceneSpec
 from vlnav.sim.base import ACTION_NAMES
 
 Colour = tuple[int, int, int]
+PanelLines = Sequence[tuple[str, bool]]  # (text, highlighted) per line of the candidate panel
 
 BACKGROUND: Colour = (250, 250, 250)
 WALL_COLOUR: Colour = (55, 55, 60)
@@ -308,6 +309,57 @@ def _caption(lines: list[str], status: str, width: int, scale: float) -> np.ndar
     return strip
 
 
+PANEL_HIGHLIGHT: Colour = (255, 236, 160)  # the chosen candidate's background
+
+
+def _fit(text: str, width: int, scale: float) -> str:
+    """``text`` cut (with "...") to fit in ``width`` pixels."""
+    if cv2.getTextSize(text, _FONT, scale, 1)[0][0] <= width:
+        return text
+    while text and cv2.getTextSize(text + "...", _FONT, scale, 1)[0][0] > width:
+        text = text[:-1]
+    return text.rstrip() + "..."
+
+
+def candidate_panel(
+    title: str, lines: PanelLines, width: int, height: int, scale: float = 0.38
+) -> np.ndarray:
+    """A (height, width, 3) panel listing the candidates of a decision, one entry each.
+
+    Each entry (``"30 degree left: A kitchen with ..."``) wraps onto two lines while all
+    entries fit, otherwise it is cut to one line; highlighted entries (the candidate that
+    was chosen) get a coloured background.
+    """
+    panel = np.full((height, width, 3), 255, dtype=np.uint8)
+    (_, th), base = cv2.getTextSize("Ag", _FONT, scale, 1)
+    line_h, pad = th + base + 3, 6
+    inner = width - 2 * pad
+    room = max(1, (height - 2 * pad) // line_h - 1)  # lines left under the title
+    wrapped = [_wrap_text(t, inner - 10, scale) for t, _ in lines]
+    per_entry = 2 if sum(min(2, len(w)) for w in wrapped) <= room else 1
+    y = pad + th
+    cv2.putText(panel, title, (pad, y), _FONT, scale, (90, 90, 160), 1, cv2.LINE_AA)
+    y += line_h
+    for (_, chosen), wr in zip(lines, wrapped):
+        rows = wr[:per_entry]
+        if len(wr) > per_entry:
+            rows[-1] = _fit(rows[-1] + " " + " ".join(wr[per_entry:]), inner - 10, scale)
+        if y + line_h * (len(rows) - 1) > height - pad:
+            break
+        if chosen:
+            top = y - th - 2
+            cv2.rectangle(
+                panel, (2, top), (width - 3, top + line_h * len(rows) + 1), PANEL_HIGHLIGHT, -1
+            )
+        for k, row in enumerate(rows):
+            indent = 0 if k == 0 else 10
+            colour = (20, 20, 20) if chosen else (60, 60, 60)
+            cv2.putText(panel, row, (pad + indent, y), _FONT, scale, colour, 1, cv2.LINE_AA)
+            y += line_h
+    cv2.line(panel, (0, 0), (0, height - 1), (200, 200, 200), 1)
+    return panel
+
+
 def _ego_rgb(sim: Any, obs: dict[str, Any], size: int) -> np.ndarray:
     rgb = obs.get("rgb") if obs else None
     if rgb is None:
@@ -339,6 +391,8 @@ def episode_frames(
     instruction: str | None = None,
     size: int = 256,
     notes: Sequence[str | None] | None = None,
+    candidates: Callable[[int, Any], PanelLines | None] | None = None,
+    panel_width: int | None = None,
 ) -> Iterator[np.ndarray]:
     """Replay ``actions`` from the episode's start and yield one frame per step.
 
@@ -359,6 +413,11 @@ def episode_frames(
         size: height of the frame's image row in pixels.
         notes: optional text per frame (e.g. the candidate the policy chose), shown on two
             lines under the instruction; frames keep one size whether or not they have a note.
+        candidates: optional ``f(t, sim) -> [(text, highlighted), ...] | None``, called for
+            every frame ``t`` with the simulator at that frame's pose; the lines it returns
+            (the candidate views' captions, the chosen one highlighted) are shown in a panel
+            right of the map until it returns new ones (None keeps the previous lines).
+        panel_width: width of that panel in pixels (default ``2 * size``).
     """
     obs = sim.reset(episode.scene_id, episode.start_position, episode.start_rotation)
     if map is None:
@@ -374,7 +433,10 @@ def episode_frames(
     map.draw_path(static, episode.reference_path, REFERENCE_COLOUR, scale_px)
     map.draw_goal(static, goal)
     map_w = max(1, int(round(map.width * size / map.height)))
-    width = size + map_w
+    panel_w = (panel_width or 2 * size) if candidates is not None else 0
+    width = size + map_w + panel_w
+    panel_scale = max(0.3, 0.38 * size / 256)
+    panel_title, panel_lines = "candidates", []
     font_scale = max(0.35, 0.45 * size / 256)
     lines = _wrap_text(text, width - 12, font_scale)
 
@@ -399,7 +461,13 @@ def episode_frames(
             status += f"  goal {d:.2f} m"
         if getattr(state, "collided", False):
             status += "  (collided)"
-        row = np.hstack([_ego_rgb(sim, obs, size), top])
+        row = [_ego_rgb(sim, obs, size), top]
+        if candidates is not None:
+            got = candidates(t, sim)
+            if got is not None:
+                panel_title, panel_lines = f"candidates at step {t}:", list(got)
+            row.append(candidate_panel(panel_title, panel_lines, panel_w, size, panel_scale))
+        row = np.hstack(row)
         shown = lines
         if notes is not None:
             note = notes[t] if t < len(notes) and notes[t] else ""
@@ -434,30 +502,83 @@ def _as_rgb(frame: Any) -> np.ndarray:
     return np.ascontiguousarray(f[:, :, :3])
 
 
-def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 8) -> Path:
-    """Write RGB frames as an MP4 (H.264, yuv420p) or an animated GIF, by ``path``'s suffix.
+# ffmpeg settings per container. Both play in browsers: VP9 WebM in every Chromium build
+# (including those without proprietary codecs) and Firefox; H.264 MP4 in Chrome, Safari and
+# most Chromium builds. ``+faststart`` puts the MP4 index first so playback starts at once.
+_FFMPEG: dict[str, dict[str, Any]] = {
+    ".mp4": {"codec": "libx264", "quality": 7, "output_params": ["-movflags", "+faststart"]},
+    ".webm": {
+        "codec": "libvpx-vp9",
+        "quality": None,
+        "output_params": [
+            "-b:v",
+            "0",
+            "-crf",
+            "32",
+            "-deadline",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-row-mt",
+            "1",
+        ],
+    },  # fmt: skip
+}
+VIDEO_SUFFIXES = (*_FFMPEG, ".gif")
 
-    MP4 frames are padded to even sizes (yuv420p needs them) and the file is written with
-    ``+faststart`` so browsers can play it; all frames must share one shape. GIFs loop
+
+def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 8) -> Path:
+    """Write RGB frames as a video, by ``path``'s suffix: ``.mp4`` (H.264, yuv420p),
+    ``.webm`` (VP9, yuv420p) or ``.gif`` (animated).
+
+    Video frames are padded to even sizes (yuv420p needs them) and MP4s are written with
+    ``+faststart`` so browsers can play them; all frames must share one shape. GIFs loop
     forever; identical consecutive frames are merged (their durations add up). Parent
     folders are created. Returns the path.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".mp4", ".gif"):
-        raise VlnavError(f"write_video: unsupported suffix '{path.suffix}' (use .mp4 or .gif)")
+    return write_videos(frames, [path], fps)[0]
+
+
+def write_videos(
+    frames: Iterable[np.ndarray], paths: Sequence[str | Path], fps: float = 8
+) -> list[Path]:
+    """Write the same frames to several files at once (e.g. ``.webm`` and ``.mp4`` for a
+    page's ``<video>`` sources), streaming: frames are encoded as they come, never all held.
+    See :func:`write_video` for the formats. Returns the paths."""
+    out = [Path(p) for p in paths]
+    for path in out:
+        if path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise VlnavError(
+                f"write_video: unsupported suffix '{path.suffix}' (use .mp4, .webm or .gif)"
+            )
     if fps <= 0:
         raise VlnavError(f"write_video: fps must be > 0, got {fps}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    for path in out:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    sinks = [_GifSink(p, fps) if p.suffix.lower() == ".gif" else _FfmpegSink(p, fps) for p in out]
+    n = 0
+    first: tuple[int, ...] | None = None
     try:
-        n = _write_mp4(frames, path, fps) if suffix == ".mp4" else _write_gif(frames, path, fps)
+        for frame in frames:
+            f = _as_rgb(frame)
+            _check_shape(f, first, n)
+            first = f.shape
+            for sink in sinks:
+                sink.add(f)
+            n += 1
+        for sink in sinks:
+            sink.close()
     except BaseException:
-        path.unlink(missing_ok=True)
+        for sink in sinks:
+            sink.abort()
+        for path in out:
+            path.unlink(missing_ok=True)
         raise
     if n == 0:
-        path.unlink(missing_ok=True)
-        raise VlnavError(f"write_video: no frames to write to {path}")
-    return path
+        for path in out:
+            path.unlink(missing_ok=True)
+        raise VlnavError(f"write_video: no frames to write to {', '.join(map(str, out))}")
+    return out
 
 
 def _check_shape(frame: np.ndarray, first: tuple[int, ...] | None, k: int) -> None:
@@ -465,37 +586,60 @@ def _check_shape(frame: np.ndarray, first: tuple[int, ...] | None, k: int) -> No
         raise VlnavError(f"write_video: frame {k} has shape {frame.shape}, frame 0 had {first}")
 
 
-def _write_mp4(frames: Iterable[np.ndarray], path: Path, fps: float) -> int:
-    import imageio_ffmpeg
+class _FfmpegSink:
+    """Frames into an ffmpeg process (imageio-ffmpeg's bundled binary), settings by suffix."""
 
-    writer = None
-    first: tuple[int, ...] | None = None
-    n = 0
-    try:
-        for frame in frames:
-            f = _even(_as_rgb(frame))
-            _check_shape(f, first, n)
-            if writer is None:
-                first = f.shape
-                writer = imageio_ffmpeg.write_frames(
-                    str(path),
-                    (f.shape[1], f.shape[0]),
-                    fps=fps,
-                    codec="libx264",
-                    pix_fmt_in="rgb24",
-                    pix_fmt_out="yuv420p",
-                    macro_block_size=1,
-                    quality=7,
-                    ffmpeg_log_level="error",
-                    output_params=["-movflags", "+faststart"],
-                )
-                writer.send(None)  # start the encoder
-            writer.send(f)
-            n += 1
-    finally:
-        if writer is not None:
-            writer.close()
-    return n
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = path, fps
+        self.writer: Any = None
+
+    def add(self, frame: np.ndarray) -> None:
+        f = _even(frame)
+        if self.writer is None:
+            import imageio_ffmpeg
+
+            opts = _FFMPEG[self.path.suffix.lower()]
+            self.writer = imageio_ffmpeg.write_frames(
+                str(self.path),
+                (f.shape[1], f.shape[0]),
+                fps=self.fps,
+                codec=opts["codec"],
+                quality=opts["quality"],
+                pix_fmt_in="rgb24",
+                pix_fmt_out="yuv420p",
+                macro_block_size=1,
+                ffmpeg_log_level="error",
+                output_params=list(opts["output_params"]),
+            )
+            self.writer.send(None)  # start the encoder
+        self.writer.send(f)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def abort(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - already failing; the file is removed anyway
+            self.writer = None
+
+
+class _GifSink:
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = path, fps
+        self.frames: list[np.ndarray] = []
+
+    def add(self, frame: np.ndarray) -> None:
+        self.frames.append(frame)
+
+    def close(self) -> None:
+        if self.frames:
+            _write_gif(self.frames, self.path, self.fps)
+
+    def abort(self) -> None:
+        self.frames = []
 
 
 def _write_gif(frames: Iterable[np.ndarray], path: Path, fps: float) -> int:
@@ -537,3 +681,151 @@ def save_map_png(
     if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
         raise VlnavError(f"save_map_png: could not write {path}")
     return path
+
+
+# ---------------------------------------------------------------- charts (SVG)
+CHART_COLOURS: tuple[str, ...] = (
+    "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f",
+)  # fmt: skip
+
+
+def _svg_text(x: float, y: float, text: str, **attrs: Any) -> str:
+    from html import escape
+
+    extra = "".join(f' {k.replace("_", "-")}="{v}"' for k, v in attrs.items())
+    return f'<text x="{x:.1f}" y="{y:.1f}"{extra}>{escape(text)}</text>'
+
+
+def _svg_frame(width: int, height: int, title: str, body: list[str]) -> str:
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">'
+        f'<rect width="{width}" height="{height}" fill="white"/>'
+        + _svg_text(width / 2, 18, title, text_anchor="middle", font_size=14, font_weight="bold")
+        + "".join(body)
+        + "</svg>\n"
+    )
+
+
+def _write_svg(path: str | Path, svg: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(svg)
+    return path
+
+
+def bar_chart_svg(
+    values: dict[str, dict[str, float]],
+    series: Sequence[str],
+    path: str | Path,
+    title: str = "",
+    ymax: float = 1.0,
+    width: int = 640,
+    height: int = 320,
+) -> Path:
+    """A grouped bar chart as an SVG file: one group per key of ``values`` (e.g. an agent),
+    one bar per name in ``series`` (e.g. SR, SPL), coloured by series, values on the bars.
+
+    Example:
+        >>> bar_chart_svg({"random": {"SR": 0.02}, "oracle": {"SR": 1.0}}, ["SR"], "sr.svg")
+    """
+    left, right, top, bottom = 44, 12, 30, 44
+    pw, ph = width - left - right, height - top - bottom
+    body = []
+    for k in range(6):  # horizontal grid lines and y labels
+        v = ymax * k / 5
+        y = top + ph - ph * k / 5
+        body.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        body.append(_svg_text(left - 6, y + 4, f"{v:.1f}", text_anchor="end", fill="#555"))
+    groups = list(values)
+    gw = pw / max(1, len(groups))
+    bw = gw * 0.8 / max(1, len(series))
+    for g, name in enumerate(groups):
+        x0 = left + g * gw + gw * 0.1
+        for s, metric in enumerate(series):
+            v = float(values[name].get(metric, float("nan")))
+            if not math.isfinite(v):
+                continue
+            h = ph * min(max(v / ymax, 0.0), 1.0)
+            x, y = x0 + s * bw, top + ph - h
+            colour = CHART_COLOURS[s % len(CHART_COLOURS)]
+            body.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bw - 2:.1f}" height="{h:.1f}" '
+                f'fill="{colour}"><title>{name} {metric} {v:.3f}</title></rect>'
+            )
+            body.append(
+                _svg_text(x + bw / 2 - 1, y - 3, f"{v:.2f}", text_anchor="middle", font_size=9)
+            )
+        body.append(_svg_text(left + g * gw + gw / 2, top + ph + 16, name, text_anchor="middle"))
+    body.append(
+        f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#333"/>'
+    )
+    for s, metric in enumerate(series):  # legend under the axis
+        x = left + s * 70
+        colour = CHART_COLOURS[s % len(CHART_COLOURS)]
+        body.append(f'<rect x="{x}" y="{height - 16}" width="10" height="10" fill="{colour}"/>')
+        body.append(_svg_text(x + 14, height - 7, metric))
+    return _write_svg(path, _svg_frame(width, height, title, body))
+
+
+def line_chart_svg(
+    lines: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    xmax: float | None = None,
+    ymax: float = 1.0,
+    marker_x: float | None = None,
+    marker_label: str = "",
+    width: int = 640,
+    height: int = 320,
+) -> Path:
+    """Lines (name -> (xs, ys)) as an SVG file, with an optional dashed vertical marker
+    (e.g. the success radius). Axes start at 0; ``xmax`` defaults to the largest x."""
+    left, right, top, bottom = 44, 110, 30, 40
+    pw, ph = width - left - right, height - top - bottom
+    xs_all = [float(x) for xs, _ in lines.values() for x in xs]
+    xmax = float(xmax or max(xs_all, default=1.0) or 1.0)
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return left + pw * min(x, xmax) / xmax, top + ph - ph * min(max(y / ymax, 0.0), 1.0)
+
+    body = []
+    for k in range(6):
+        y = top + ph - ph * k / 5
+        body.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        body.append(
+            _svg_text(left - 6, y + 4, f"{ymax * k / 5:.1f}", text_anchor="end", fill="#555")
+        )
+        x = left + pw * k / 5
+        body.append(
+            _svg_text(x, top + ph + 14, f"{xmax * k / 5:.0f}", text_anchor="middle", fill="#555")
+        )
+    body.append(
+        f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#333"/>'
+    )
+    body.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{top + ph}" stroke="#333"/>')
+    body.append(_svg_text(left + pw / 2, height - 6, xlabel, text_anchor="middle"))
+    body.append(
+        _svg_text(12, top + ph / 2, ylabel, text_anchor="middle",
+                  transform=f"rotate(-90 12 {top + ph / 2:.1f})")
+    )  # fmt: skip
+    if marker_x is not None:
+        mx, _ = px(marker_x, 0)
+        body.append(
+            f'<line x1="{mx:.1f}" x2="{mx:.1f}" y1="{top}" y2="{top + ph}" stroke="#999" '
+            'stroke-dasharray="4 3"/>'
+        )
+        body.append(_svg_text(mx + 3, top + 10, marker_label, fill="#777", font_size=10))
+    for k, (name, (xs, ys)) in enumerate(lines.items()):
+        colour = CHART_COLOURS[k % len(CHART_COLOURS)]
+        pts = " ".join("{:.1f},{:.1f}".format(*px(float(x), float(y))) for x, y in zip(xs, ys))
+        body.append(f'<polyline points="{pts}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        ly = top + 12 + 16 * k
+        body.append(
+            f'<line x1="{left + pw + 10}" x2="{left + pw + 28}" y1="{ly - 4}" y2="{ly - 4}" '
+            f'stroke="{colour}" stroke-width="2"/>'
+        )
+        body.append(_svg_text(left + pw + 32, ly, name))
+    return _write_svg(path, _svg_frame(width, height, title, body))

@@ -91,7 +91,20 @@ class Captioner(Protocol):
     def caption(self, views: list[View]) -> list[Caption]: ...
 
 
+class BlankCaptioner:
+    """``none``: every view's caption is empty, so a policy sees only the candidates' labels
+    (and, when fused, their visual features): the "features only" input of transfer runs."""
+
+    name = "none"
+    needs: tuple[str, ...] = ()
+    identity = "none"
+
+    def caption(self, views: list[View]) -> list[Caption]:
+        return [Caption("") for _ in views]
+
+
 CAPTIONERS: dict[str, str] = {
+    "none": "vlnav.perception.base:BlankCaptioner",
     "semantic": "vlnav.perception.semantic:SemanticCaptioner",
     "learned": "vlnav.perception.learned:LearnedCaptioner",
     "hf": "vlnav.perception.pretrained:HFCaptioner",
@@ -100,7 +113,8 @@ CAPTIONERS: dict[str, str] = {
 
 
 def make_captioner(spec: str, **kwargs: Any) -> Captioner:
-    """``semantic``, ``learned:<checkpoint>``, ``hf:<model id or path>``, ``open_clip:<model>``."""
+    """``semantic``, ``learned:<checkpoint>``, ``hf:<model id or path>``, ``open_clip:<model>``,
+    ``none`` (empty captions)."""
     name, _, arg = spec.partition(":")
     if name not in CAPTIONERS:
         raise VlnavError(f"unknown captioner '{spec}' (known: {', '.join(CAPTIONERS)})")

@@ -168,7 +168,11 @@ class TextObserver:
         st = self.sim.agent_state()
         key = None
         if self.cache is not None:
-            key = self.cache.key(scene_id, st.position, st.heading, self.captioner.identity)
+            identity = self.captioner.identity
+            tag = getattr(self.sim, "render_tag", "")  # the rendering domain's draw, if any
+            if tag and "rgb" in self.captioner.needs:
+                identity = f"{identity}@{tag}"
+            key = self.cache.key(scene_id, st.position, st.heading, identity)
             hit = self.cache.get(key)
             if hit is not None:
                 return TextObservation.from_dict(hit)
@@ -187,10 +191,13 @@ class TextObserver:
         out = TextObservation(scene_id, list(position), heading)
         if not keep:
             return out
-        pano = self.sim.panorama(sensors=tuple(self.captioner.needs))
+        needs = tuple(self.captioner.needs)
+        pano = self.sim.panorama(sensors=needs) if needs else {}
         objects = self.sim.objects()
-        hfov = getattr(getattr(self.sim, "config", None), "sensor", None)
-        hfov = hfov.hfov if hfov is not None else 90.0
+        hfov = getattr(self.sim, "hfov", None)  # the camera's own (a domain may shift it)
+        if hfov is None:
+            sensor = getattr(getattr(self.sim, "config", None), "sensor", None)
+            hfov = sensor.hfov if sensor is not None else 90.0
         views = [
             View(
                 rgb=pano["rgb"][k] if "rgb" in pano else None,

@@ -184,9 +184,11 @@ def panorama_features(
     keys = [None] * n_views
     feats: list[np.ndarray | None] = [None] * n_views
     if cache is not None:
-        keys = [
-            cache.key(scene_id, st.position, h, encoder.identity, kind="feat") for h in headings
-        ]
+        identity = encoder.identity
+        tag = getattr(sim, "render_tag", "")  # the rendering domain's draw, if any
+        if tag:
+            identity = f"{identity}@{tag}"
+        keys = [cache.key(scene_id, st.position, h, identity, kind="feat") for h in headings]
         feats = [cache.get(k) for k in keys]
     if any(f is None for f in feats):
         rgb = sim.panorama(n_views=n_views, sensors=("rgb",))["rgb"]

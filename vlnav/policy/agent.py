@@ -122,38 +122,52 @@ class DecisionAgent:
         return self.features.panorama_features(self.sim, self.scene, obs)
 
     def act(self, observations: dict[str, Any], state: AgentState) -> int:
+        d = self.pending_decision(state)
+        if d is not None:
+            self.apply(d, self.choose(d.obs, d) if self.choose else d.label)
+        return self.next_action(state)
+
+    # ``act`` in three parts, so that a batched runner can decide for many episodes at once
+    def pending_decision(self, state: AgentState) -> Decision | None:
+        """The decision to take before the next action (its observation built from the
+        simulator's current pose), or None when an action is queued or the budget is spent."""
         moved = self._last is None or state.position != self._last
         if not moved and self.queue and self.queue[0] == MOVE_FORWARD:
             self.queue.clear()  # a forward step that went nowhere: stop the move early
-        if not self.queue:
-            if self.n_decisions >= self.max_decisions:
-                self.n_actions += 1
-                return STOP
-            self.n_decisions += 1
-            obs = self.observer.observe(self.scene)
-            d = Decision(obs, STOP_LABEL, self._features(obs))
-            if self.record:
-                d.label = expert_label(self.sim, obs, self.goal, self.success_radius)
-                self.decisions.append(d)
-            label = self.choose(obs, d) if self.choose else d.label
-            cand = next((c for c in obs.candidates if LABELS[c.index] == label), None)
-            self.trace.append(
-                {
-                    "step": self.n_actions,
-                    "position": list(obs.position),
-                    "label": label,
-                    "direction": cand.direction if cand else "stop",
-                    "text": cand.caption.text if cand else "Stop",
-                }
-            )
-            if cand is None:
-                self.n_actions += 1
-                return STOP
+        if self.queue or self.n_decisions >= self.max_decisions:
+            return None
+        self.n_decisions += 1
+        obs = self.observer.observe(self.scene)
+        d = Decision(obs, STOP_LABEL, self._features(obs))
+        if self.record:
+            d.label = expert_label(self.sim, obs, self.goal, self.success_radius)
+            self.decisions.append(d)
+        return d
+
+    def apply(self, d: Decision, label: str) -> None:
+        """Take ``label`` at decision ``d``: queue the controller's actions (none: Stop)."""
+        obs = d.obs
+        cand = next((c for c in obs.candidates if LABELS[c.index] == label), None)
+        self.trace.append(
+            {
+                "step": self.n_actions,
+                "position": list(obs.position),
+                "label": label,
+                "direction": cand.direction if cand else "stop",
+                "text": cand.caption.text if cand else "Stop",
+            }
+        )
+        if cand is not None:
             self.queue = candidate_actions(
                 cand.index, cand.distance, self.turn_angle, self.forward_step
             )
-        a = self.queue.pop(0)
+
+    def next_action(self, state: AgentState) -> int:
+        """The next queued low-level action; Stop when none is queued."""
         self.n_actions += 1
+        if not self.queue:
+            return STOP
+        a = self.queue.pop(0)
         self._last_forward = a == MOVE_FORWARD
         self._last = list(state.position) if self._last_forward else None
         return a

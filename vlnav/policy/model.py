@@ -24,7 +24,15 @@ from torch import nn
 
 from vlnav import VlnavError
 from vlnav.config import check_choice, check_range
-from vlnav.policy.prompt import LABELS, SPECIAL, STOP_LABEL, Decision, header_text, words
+from vlnav.policy.prompt import (
+    LABELS,
+    PROMPT_STYLES,
+    SPECIAL,
+    STOP_LABEL,
+    Decision,
+    candidate_line,
+    header_text,
+)
 
 CHECKPOINT_KIND = "vlnav-policy"
 IMG_TOKEN = "<img>"
@@ -41,6 +49,8 @@ class PolicyConfig:
     # how a label is scored at <ans>: "label" = the LM head (static label embeddings);
     # "pointer" = the LM head plus the label's contextual state at the end of its line
     head: str = "pointer"
+    # candidate lines: "langnav" (To your 30 degree left is, <caption>) or "compact"
+    prompt: str = "langnav"
     feature_dim: int = 0  # size of the visual features (set from the encoder)
     pretrained: str | None = None  # hub id or local path of a causal LM
     lora: bool = False
@@ -56,6 +66,7 @@ class PolicyConfig:
         check_range("max_len", self.max_len, 128, 131072)
         check_choice("fusion", self.fusion, ("none", "add", "prefix"))
         check_choice("head", self.head, ("label", "pointer"))
+        check_choice("prompt", self.prompt, PROMPT_STYLES)
         check_range("lora_r", self.lora_r, 1, 512)
         check_range("dropout", self.dropout, 0.0, 0.9)
 
@@ -184,7 +195,7 @@ class NavPolicy(nn.Module):
         ids = self.encode("<step>")
         views = [-1] * len(ids)
         for c in obs.candidates:
-            piece = self.encode(f"{' '.join(words(c.to_text(details=False)))} {LABELS[c.index]}")
+            piece = self.encode(candidate_line(c, self.config.prompt))
             if self.config.fusion == "prefix":
                 piece = [self.img_id, *piece]
             ids += piece

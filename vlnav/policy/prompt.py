@@ -41,11 +41,30 @@ def header_text(instruction: str) -> str:
     return f"<bos> {HEADER} {' '.join(words(instruction))}"
 
 
-def step_text(obs: TextObservation) -> str:
+PROMPT_STYLES = ("langnav", "compact")
+# words the compact style drops from a caption: they carry no choice-relevant content
+_FILLER = frozenset(["a", "an", "the", "with", "on", "of", "to", "your", "is", "in", "there"])
+
+
+def candidate_line(c, style: str = "langnav") -> str:
+    """One candidate's line, closed by its label token.
+
+    ``langnav``: ``to your 30 degree left is , a kitchen with a white fridge on the left . <B>``
+    ``compact``: ``kitchen white fridge left . <B>`` (the label already names the direction;
+    articles and prepositions dropped), about a third of the tokens.
+    """
+    if style == "compact":
+        body = [w for w in words(c.caption.text) if w not in _FILLER]
+    else:
+        body = words(c.to_text(details=False))
+    return f"{' '.join(body)} {LABELS[c.index]}"
+
+
+def step_text(obs: TextObservation, style: str = "langnav") -> str:
     """The ``<step>`` segment of one decision, ending with ``<ans>``."""
     parts = ["<step>"]
     for c in obs.candidates:
-        parts.append(f"{' '.join(words(c.to_text(details=False)))} {LABELS[c.index]}")
+        parts.append(candidate_line(c, style))
     parts.append(f"stop . {STOP_LABEL} <ans>")
     return " ".join(parts)
 

@@ -3,6 +3,10 @@
 Runs anywhere with Mesa's EGL: no GPU, no display, no download. One instance owns one GL
 context, bound to the thread that created it; worker processes must be started with the
 ``spawn`` method (a process forked after a GL context exists hangs).
+
+The env's rendering domain (``config.domain``, ``vlnav.sim.domains``) is drawn at every
+``reset`` (per episode) and when a new scene is loaded, and applied to every RGB image that
+``observe`` and ``panorama`` return.
 """
 
 from __future__ import annotations
@@ -19,6 +23,17 @@ from vlnav.config import EnvConfig
 from vlnav.episodes import quaternion_to_yaw, yaw_to_quaternion
 from vlnav.scenes.spec import SceneSpec
 from vlnav.sim.base import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT, AgentState
+from vlnav.sim.domains import (
+    DomainParams,
+    domain_identity,
+    episode_key,
+    is_randomised,
+    sample_params,
+    sensor_effects,
+    shading,
+    vertex_materials,
+    view_seed,
+)
 from vlnav.sim.navgrid import NavGrid
 
 
@@ -75,6 +90,12 @@ class BuiltinSimulator:
         self._heading = 0.0
         self._collided = False
         self._objects: dict[int, dict[str, Any]] = {}
+        self.domain = self.config.domain
+        self._domain_id = domain_identity(self.domain)
+        self._randomised = is_randomised(self.domain)
+        self._params = DomainParams()  # the current draw of the domain (A's: nothing changes)
+        self._draw_key = 0
+        self._shaded: DomainParams | None = None  # the draw the renderer is set up for
 
     # ------------------------------------------------------------ scene
     def load_scene(self, scene: str) -> SceneSpec:
@@ -83,7 +104,15 @@ class BuiltinSimulator:
         if self.spec is None or self.spec.scene_id != spec.scene_id:
             self.spec, self.grid = spec, grid
             self._objects = spec.instances()
+            self._draw_domain(spec.scene_id)
         return spec
+
+    def _draw_domain(self, scene: str, position: Any = None, heading: float = 0.0) -> None:
+        """Draw the domain's ranges for this scene, or for the episode starting here."""
+        if self.domain.is_default:
+            return
+        self._params = sample_params(self.domain, scene, position, heading)
+        self._draw_key = episode_key(scene, position, heading)
 
     def _ensure_geometry(self) -> None:
         from vlnav.sim.render import Renderer
@@ -97,8 +126,16 @@ class BuiltinSimulator:
 
             glb = find_scene(self.scenes_dir, self.spec.scene_id).with_suffix(".glb")
             meshes = load_glb(glb) if glb.is_file() else build_meshes(self.spec)
-            self._renderer.set_geometry(*Renderer.geometry_from_meshes(meshes))
+            geometry = Renderer.geometry_from_meshes(meshes)
+            materials = None
+            if self.domain.textures:
+                materials = vertex_materials(self.spec, geometry[2], geometry[1])
+            self._renderer.set_geometry(*geometry, materials=materials)
             self._geometry_scene = self.spec.scene_id
+        if self._shaded is not self._params and not self.domain.is_default:
+            self._renderer.set_shading(shading(self._params, self.domain.textures))
+            self._renderer.set_hfov(self.hfov)
+            self._shaded = self._params
 
     # ------------------------------------------------------------ protocol
     def reset(self, scene: str, position: Any, rotation: Any) -> dict[str, np.ndarray]:
@@ -113,6 +150,7 @@ class BuiltinSimulator:
         self._position = [p[0], 0.0, p[2]]
         self._heading = quaternion_to_yaw(rotation) if len(rotation) == 4 else float(rotation)
         self._collided = False
+        self._draw_domain(self.spec.scene_id, position, self._heading)
         return self.observe()
 
     def step(self, action: int) -> dict[str, np.ndarray]:
@@ -136,20 +174,47 @@ class BuiltinSimulator:
         if not sensors:
             return {}
         self._ensure_geometry()
-        return self._renderer.render(self.eye(), self._heading, sensors=sensors)
+        eye = self.eye()
+        out = self._renderer.render(eye, self._heading, sensors=sensors)
+        if "rgb" in out and self._params.has_sensor_effects:
+            seed = view_seed(self._params, eye, self._heading)
+            out["rgb"] = sensor_effects(out["rgb"], self._params, seed)
+        return out
 
     def panorama(self, n_views: int = 12, sensors: Any = None) -> dict[str, np.ndarray]:
         """Views at headings ``heading + k * 360/n`` (k = 0..n-1, turning left), stacked."""
         self._ensure_geometry()
         yaws = [_wrap(self._heading + 2 * math.pi * k / n_views) for k in range(n_views)]
         sensors = tuple(sensors or self.config.sensor.sensors)
-        out = self._renderer.render_views(self.eye(), yaws, sensors=sensors)
+        eye = self.eye()
+        out = self._renderer.render_views(eye, yaws, sensors=sensors)
+        if "rgb" in out and self._params.has_sensor_effects:
+            out["rgb"] = np.stack(
+                [
+                    sensor_effects(view, self._params, view_seed(self._params, eye, yaw))
+                    for view, yaw in zip(out["rgb"], yaws)
+                ]
+            )
         out["headings"] = np.array(yaws, dtype=np.float32)
         return out
 
     def eye(self) -> list[float]:
         x, y, z = self._position
-        return [x, y + self.config.sensor.camera_height, z]
+        return [x, y + self.config.sensor.camera_height + self._params.camera_height_shift, z]
+
+    @property
+    def hfov(self) -> float:
+        """The camera's horizontal field of view now (degrees; domains may shift it)."""
+        return self.config.sensor.hfov + self._params.hfov_shift
+
+    @property
+    def render_tag(self) -> str:
+        """What RGB looks like beyond the pose: "" in domain A, else the domain's identity
+        and, when its ranges are drawn per episode, the draw. Caches of observations computed
+        from RGB add it to their keys."""
+        if not self._domain_id or not self._randomised:
+            return self._domain_id
+        return f"{self._domain_id}-{self._draw_key:08x}"
 
     def agent_state(self) -> AgentState:
         return AgentState(
@@ -162,6 +227,20 @@ class BuiltinSimulator:
     def set_agent_state(self, position: Any, heading: float) -> None:
         self._position = [float(position[0]), 0.0, float(position[2])]
         self._heading = _wrap(float(heading))
+
+    def snapshot(self) -> tuple:
+        """Everything an episode in progress needs back (scene, pose, collision flag and the
+        episode's domain draw): the batched evaluator steps many episodes in one simulator."""
+        scene = self.spec.scene_id if self.spec is not None else None
+        pose = (list(self._position), self._heading, self._collided)
+        return (scene, pose, self._params, self._draw_key)
+
+    def restore(self, snap: tuple) -> None:
+        scene, (position, heading, collided), params, key = snap
+        if scene is not None and (self.spec is None or self.spec.scene_id != scene):
+            self.load_scene(scene)
+        self._position, self._heading, self._collided = list(position), heading, collided
+        self._params, self._draw_key = params, key
 
     def geodesic_distance(self, a: Any, b: Any) -> float:
         assert self.grid is not None, "load a scene first"
@@ -183,6 +262,7 @@ class BuiltinSimulator:
             self._renderer.close()
             self._renderer = None
             self._geometry_scene = None
+            self._shaded = None
 
 
 def _wrap(a: float) -> float:

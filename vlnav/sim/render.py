@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import math
 import os
 import threading
@@ -57,6 +58,9 @@ class RendererError(VlnavError, RuntimeError):
     """The renderer cannot start (no EGL) or is used in a way that would give wrong frames."""
 
 
+# Variants by defines: OUT_<SENSOR> gives the attachment of each requested sensor (the others
+# are compiled out); SHADED adds a palette matrix and a coloured light, TEXTURED procedural
+# surface patterns (rendering domains, ``Shading``). Domain A compiles neither.
 _VERTEX_SHADER = """
 #version 330
 uniform mat4 u_view;   // world -> eye
@@ -64,11 +68,21 @@ uniform mat4 u_proj;   // eye -> clip, y flipped so that row 0 of the readback i
 uniform vec3 u_eye;    // camera position in world coordinates
 uniform vec3 u_light;  // unit vector towards the light
 uniform float u_ambient;
+#ifdef SHADED
+uniform mat3 u_palette;    // surface colour transform
+uniform vec3 u_light_rgb;  // colour and intensity of the light
+#endif
 
 in vec3 in_position;
 in vec3 in_color;
 in vec3 in_normal;
 in int in_id;
+#ifdef TEXTURED
+in int in_material;
+out vec3 v_world;
+flat out vec3 v_normal;
+flat out int v_material;
+#endif
 
 out vec3 v_color;
 flat out int v_id;
@@ -78,13 +92,22 @@ void main() {
     // either side is lit the same way.
     vec3 n = in_normal;
     if (dot(n, u_eye - in_position) < 0.0) n = -n;
-    v_color = in_color * (u_ambient + (1.0 - u_ambient) * max(dot(n, u_light), 0.0));
+#ifdef SHADED
+    vec3 albedo = clamp(u_palette * in_color, 0.0, 1.0) * u_light_rgb;
+#else
+    vec3 albedo = in_color;
+#endif
+    v_color = albedo * (u_ambient + (1.0 - u_ambient) * max(dot(n, u_light), 0.0));
     v_id = in_id;
+#ifdef TEXTURED
+    v_world = in_position;
+    v_normal = n;
+    v_material = in_material;
+#endif
     gl_Position = u_proj * (u_view * vec4(in_position, 1.0));
 }
 """
 
-# OUT_<SENSOR> gives the attachment of each requested sensor; the others are compiled out.
 _FRAGMENT_SHADER = """
 #version 330
 in vec3 v_color;
@@ -98,10 +121,82 @@ layout(location = OUT_SEMANTIC) out int o_id;
 #ifdef OUT_DEPTH
 layout(location = OUT_DEPTH) out float o_depth;
 #endif
+#ifdef TEXTURED
+in vec3 v_world;
+flat in vec3 v_normal;
+flat in int v_material;
+uniform float u_tex_contrast;  // 0 flat .. 1 full pattern
+uniform float u_tex_scale;     // pattern size multiplier
+
+float hash12(vec2 p) {  // Dave Hoskins' sine-free hash, [0, 1)
+    vec3 p3 = fract(vec3(p.xyx) * 0.1031);
+    p3 += dot(p3, p3.yzx + 33.33);
+    return fract((p3.x + p3.y) * p3.z);
+}
+
+float vnoise(vec2 p) {  // value noise, [0, 1)
+    vec2 i = floor(p);
+    vec2 f = fract(p);
+    vec2 u = f * f * (3.0 - 2.0 * f);
+    return mix(mix(hash12(i), hash12(i + vec2(1.0, 0.0)), u.x),
+               mix(hash12(i + vec2(0.0, 1.0)), hash12(i + vec2(1.0, 1.0)), u.x), u.y);
+}
+
+float fbm(vec2 p) {  // three octaves, [0, 0.875), mean about 0.44
+    return 0.5 * vnoise(p) + 0.25 * vnoise(2.03 * p + 17.0) + 0.125 * vnoise(4.07 * p + 31.0);
+}
+
+// Brightness factor of a surface's pattern at world point w with normal n, by material:
+// 0 smooth, 1 plaster, 2 wood, 3 tiles, 4 fabric, 5 carpet (vlnav/sim/domains.py MATERIALS).
+// One fbm and one cell hash serve every material (llvmpipe runs all branches of a SIMD
+// group, so per-material noise would cost each fragment every material's noise).
+const float NOISE_FREQ[6] = float[6](1.5, 2.0, 1.0, 5.0, 6.0, 2.5);  // fbm cycles per metre
+const float CELL_FREQ[6] = float[6](1.0, 120.0, 1.0, 2.2222, 1.0, 60.0);  // grain cells per m
+
+float pattern(int m, vec3 w, vec3 n) {
+    vec3 a = abs(n);
+    vec2 uv = a.y > max(a.x, a.z) ? w.xz : (a.x > a.z ? w.zy : w.xy);  // planar projection
+    // wood: staggered boards 0.16 m wide and 1.2 m long; the grain runs along them
+    float row = floor(uv.y / 0.16);
+    float along = uv.x + 1.7 * fract(row * 0.618);
+    bool wood = m == 2;
+    vec2 q = wood ? vec2(along * 1.2, uv.y * 25.0) : uv * NOISE_FREQ[m];
+    float g = fbm(q) - 0.44;  // about zero-mean
+    vec2 cell = wood ? vec2(row, floor(along / 1.2)) : floor(uv * CELL_FREQ[m]);
+    float h = hash12(cell + 11.0) - 0.5;
+    if (m == 1) {  // plaster: soft blotches and a fine grain
+        return 1.0 + 0.28 * g + 0.12 * h;
+    }
+    if (wood) {  // one tone per board, wavy grain lines, dark seams
+        float grain = 0.5 + 0.5 * sin(6.2832 * (4.0 * g + uv.y * 12.0));
+        float seam = min(fract(uv.y / 0.16), fract(along / 1.2) * 7.5);
+        return (0.97 + 0.35 * h) * (0.75 + 0.4 * grain) * (seam < 0.08 ? 0.55 : 1.0);
+    }
+    if (m == 3) {  // tiles: 0.45 m squares, each a little different, light grout lines
+        vec2 e = abs(fract(uv * CELL_FREQ[3]) - 0.5);
+        float grout = max(e.x, e.y) > 0.45 ? 1.3 : 1.0;
+        return (0.97 + 0.3 * h) * grout * (1.0 + 0.15 * g);
+    }
+    if (m == 4) {  // fabric: a woven check, 12 cm, with mottling
+        float check = step(0.5, fract(uv.x * 4.0)) + step(0.5, fract(uv.y * 4.0)) - 1.0;
+        float weave = sin(uv.x * 180.0) * sin(uv.y * 180.0);
+        return 1.0 + 0.16 * check + 0.08 * weave + 0.32 * g;
+    }
+    if (m == 5) {  // carpet: coarse speckle and patches
+        return 1.0 + 0.35 * h + 0.32 * g;
+    }
+    return 1.0 + 0.13 * g;  // smooth: faint unevenness
+}
+#endif
 
 void main() {
 #ifdef OUT_RGB
+#ifdef TEXTURED
+    float f = mix(1.0, pattern(v_material, v_world / u_tex_scale, v_normal), u_tex_contrast);
+    o_rgb = vec4(clamp(v_color * f, 0.0, 1.0), 1.0);
+#else
     o_rgb = vec4(v_color, 1.0);
+#endif
 #endif
 #ifdef OUT_SEMANTIC
     o_id = v_id;
@@ -111,6 +206,53 @@ void main() {
 #endif
 }
 """
+
+
+@dataclasses.dataclass(frozen=True)
+class Shading:
+    """How surfaces are coloured and lit: the renderer's part of a rendering domain.
+
+    The default is domain A (flat colours, a white light from ``light_dir``); see
+    ``vlnav.sim.domains`` for the domains' randomisation ranges.
+
+    Args:
+        light_dir: direction towards the directional light (world coordinates).
+        ambient: share of the light that does not depend on the surface orientation.
+        light_rgb: colour and intensity of the light (multiplies the lit colour).
+        colour_matrix: 3 x 3 row-major transform of every surface colour (a palette).
+        textures: procedural surface patterns by material (``set_geometry(materials=...)``).
+        texture_contrast: 0 flat .. 1 full pattern.
+        texture_scale: pattern size multiplier.
+    """
+
+    light_dir: tuple[float, float, float] = (0.3, 1.0, 0.5)
+    ambient: float = 0.45
+    light_rgb: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    colour_matrix: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    textures: bool = False
+    texture_contrast: float = 1.0
+    texture_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        light = np.asarray(self.light_dir, dtype=np.float64)
+        if light.shape != (3,) or not np.linalg.norm(light) > 0:
+            raise ValueError(f"light_dir must be a non-zero 3-vector, got {self.light_dir}")
+        if not 0.0 <= self.ambient <= 1.0:
+            raise ValueError(f"ambient must be in [0, 1], got {self.ambient}")
+        if len(self.light_rgb) != 3 or len(self.colour_matrix) != 9:
+            raise ValueError("light_rgb must have 3 values and colour_matrix 9")
+        if not self.texture_scale > 0:
+            raise ValueError(f"texture_scale must be > 0, got {self.texture_scale}")
+
+    @property
+    def variant(self) -> str:
+        """The shader variant it needs: "plain" (domain A's), "shaded" or "textured"."""
+        if self.textures:
+            return "textured"
+        plain = Shading()
+        if self.light_rgb != plain.light_rgb or self.colour_matrix != plain.colour_matrix:
+            return "shaded"
+        return "plain"
 
 
 def _create_context() -> Any:
@@ -276,6 +418,10 @@ class Renderer:
         light_dir: direction towards a directional light (world coordinates).
         background: RGB colour (0-255) of pixels where nothing was hit.
 
+    ``set_shading`` (palette, coloured light, procedural textures: rendering domains) and
+    ``set_hfov`` change how the next frames are drawn; depth and instance ids never depend
+    on the shading.
+
     Outputs of ``render``: ``rgb`` uint8 (H, W, 3), ``depth`` float32 (H, W) planar z-depth
     in metres along the optical axis, ``semantic`` int32 (H, W) instance ids; depth and
     semantic are 0 where nothing was hit. Returned arrays are fresh, never reused.
@@ -317,30 +463,17 @@ class Renderer:
             raise ValueError(f"hfov must be in (0, 180) degrees, got {hfov}")
         if not 0.0 < near < far:
             raise ValueError(f"need 0 < near < far, got near={near}, far={far}")
-        if not 0.0 <= ambient <= 1.0:
-            raise ValueError(f"ambient must be in [0, 1], got {ambient}")
-        light = np.asarray(light_dir, dtype=np.float64)
-        if light.shape != (3,) or not np.linalg.norm(light) > 0:
-            raise ValueError(f"light_dir must be a non-zero 3-vector, got {light_dir}")
+        light = tuple(float(v) for v in np.asarray(light_dir, dtype=np.float64).reshape(-1))
+        shading = Shading(light_dir=light, ambient=float(ambient))  # type: ignore[arg-type]
         if len(background) != 3:
             raise ValueError(f"background must be an RGB triple, got {background}")
 
         self.width, self.height = int(width), int(height)
-        self.hfov, self.near, self.far = float(hfov), float(near), float(far)
+        self.near, self.far = float(near), float(far)
         self.background = tuple(int(c) for c in background)
-        self._light = tuple(float(v) for v in light / np.linalg.norm(light))
-        self._ambient = float(ambient)
-        tan_x = math.tan(math.radians(self.hfov) / 2)
-        self._tan_half_fov = (tan_x, tan_x * self.height / self.width)
-        # Inward frustum planes in eye space, n . p + o >= 0 inside:
-        # left, right, bottom, top, near, far (the camera looks along -z).
-        tx, ty = self._tan_half_fov
-        self._plane_normals = np.array(
-            [[1, 0, -tx], [-1, 0, -tx], [0, 1, -ty], [0, -1, -ty], [0, 0, -1], [0, 0, 1]]
-        )
-        self._plane_offsets = np.array([0.0, 0.0, 0.0, 0.0, -self.near, self.far])
-        # Within this distance of a closed mesh the near plane may cut its front faces away.
-        self._near_reach = self.near * math.sqrt(1 + tx * tx + ty * ty) + 1e-3
+        self._shading = shading
+        self._variant = shading.variant
+        self._set_frustum(float(hfov))
 
         self._thread = threading.get_ident()
         self._closed = False
@@ -354,7 +487,6 @@ class Renderer:
             self._ctx.cull_face = "back"
             self._ctx.front_face = "cw"  # counter-clockwise in eye space: the y flip mirrors it
             self.gl_renderer = str(self._ctx.info["GL_RENDERER"])  # e.g. "llvmpipe (LLVM 15...)"
-        self._proj = self._projection_bytes()
         # Flushing part-way through a frame only pays when llvmpipe has raster threads.
         threaded = "llvmpipe" in self.gl_renderer and os.environ.get("LP_NUM_THREADS") != "0"
         self._flush = _gl_flush_function() if threaded else _no_flush
@@ -367,11 +499,72 @@ class Renderer:
         # glMultiDrawArraysIndirect (GL 4.3; llvmpipe has it): all visible chunks in one call.
         self._use_indirect = self._ctx.version_code >= 430
         self._indirect: Any = None
-        self._programs: dict[tuple[str, ...], tuple[Any, dict[str, Any]]] = {}
-        self._vaos: dict[tuple[str, ...], Any] = {}
+        # programs and vertex arrays by (sensors, shader variant)
+        self._programs: dict[tuple[tuple[str, ...], str], tuple[Any, dict[str, Any]]] = {}
+        self._vaos: dict[tuple[tuple[str, ...], str], Any] = {}
         self._targets: dict[int, dict[str, Any]] = {}  # views -> textures and framebuffers
         self._buffers: list[Any] = []
         self._n_vertices = 0
+
+    def _set_frustum(self, hfov: float) -> None:
+        """Projection and culling planes for a horizontal field of view of ``hfov`` degrees."""
+        self.hfov = hfov
+        tan_x = math.tan(math.radians(self.hfov) / 2)
+        self._tan_half_fov = (tan_x, tan_x * self.height / self.width)
+        # Inward frustum planes in eye space, n . p + o >= 0 inside:
+        # left, right, bottom, top, near, far (the camera looks along -z).
+        tx, ty = self._tan_half_fov
+        self._plane_normals = np.array(
+            [[1, 0, -tx], [-1, 0, -tx], [0, 1, -ty], [0, -1, -ty], [0, 0, -1], [0, 0, 1]]
+        )
+        self._plane_offsets = np.array([0.0, 0.0, 0.0, 0.0, -self.near, self.far])
+        # Within this distance of a closed mesh the near plane may cut its front faces away.
+        self._near_reach = self.near * math.sqrt(1 + tx * tx + ty * ty) + 1e-3
+        self._proj = self._projection_bytes()
+
+    # ------------------------------------------------------------------ domains
+
+    @property
+    def shading(self) -> Shading:
+        return self._shading
+
+    def set_shading(self, shading: Shading) -> None:
+        """Colour and light the surfaces as ``shading`` says (the next frames on)."""
+        self._check_thread()
+        self._shading = shading
+        self._variant = shading.variant
+        with self._ctx:
+            for prog, _ in self._programs.values():
+                self._write_shading(prog)
+
+    def set_hfov(self, hfov: float) -> None:
+        """Change the horizontal field of view (degrees) of the next frames."""
+        self._check_thread()
+        if not 0.0 < hfov < 180.0:
+            raise ValueError(f"hfov must be in (0, 180) degrees, got {hfov}")
+        if float(hfov) == self.hfov:
+            return
+        self._set_frustum(float(hfov))
+        with self._ctx:
+            for prog, _ in self._programs.values():
+                prog["u_proj"].write(self._proj)
+
+    def _write_shading(self, prog: Any) -> None:
+        sh = self._shading
+        if "u_light" not in prog:  # lighting is compiled out when RGB is not requested
+            return
+        light = np.asarray(sh.light_dir, dtype=np.float64)
+        prog["u_light"].value = tuple(float(v) for v in light / np.linalg.norm(light))
+        prog["u_ambient"].value = float(sh.ambient)
+        if "u_palette" in prog:
+            # GLSL matrices are column-major: the transpose of the row-major tuple
+            matrix = np.asarray(sh.colour_matrix, dtype=np.float32).reshape(3, 3)
+            prog["u_palette"].write(np.ascontiguousarray(matrix.T).tobytes())
+        if "u_light_rgb" in prog:
+            prog["u_light_rgb"].value = tuple(float(v) for v in sh.light_rgb)
+        if "u_tex_contrast" in prog:
+            prog["u_tex_contrast"].value = float(sh.texture_contrast)
+            prog["u_tex_scale"].value = float(sh.texture_scale)
 
     # ------------------------------------------------------------------ set-up
 
@@ -397,24 +590,32 @@ class Renderer:
         proj[3, 2] = -1.0
         return proj.T.tobytes()  # GL wants column-major
 
+    def _key(self, sensors: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+        """Programs and vertex arrays are per sensor set and shader variant (RGB only)."""
+        return sensors, self._variant if "rgb" in sensors else "plain"
+
     def _program(self, sensors: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
         """The shader program writing exactly ``sensors`` (attachment i = sensors[i])."""
-        if sensors not in self._programs:
+        key = self._key(sensors)
+        if key not in self._programs:
             defines = "".join(f"#define OUT_{name.upper()} {i}\n" for i, name in enumerate(sensors))
-            fragment = _FRAGMENT_SHADER.replace("#version 330\n", "#version 330\n" + defines, 1)
-            prog = self._ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=fragment)
+            variant = {"plain": "", "shaded": "SHADED", "textured": "SHADED TEXTURED"}[key[1]]
+            shared = "".join(f"#define {name}\n" for name in variant.split())
+            head = "#version 330\n"
+            fragment = _FRAGMENT_SHADER.replace(head, head + shared + defines, 1)
+            vertex = _VERTEX_SHADER.replace(head, head + shared, 1)
+            prog = self._ctx.program(vertex_shader=vertex, fragment_shader=fragment)
             prog["u_proj"].write(self._proj)
-            if "u_light" in prog:  # lighting is compiled out when RGB is not requested
-                prog["u_light"].value = self._light
-                prog["u_ambient"].value = self._ambient
+            self._write_shading(prog)
             uniforms = {"view": prog["u_view"], "eye": prog.get("u_eye", None)}
-            self._programs[sensors] = (prog, uniforms)
-        return self._programs[sensors]
+            self._programs[key] = (prog, uniforms)
+        return self._programs[key]
 
     def _vao(self, sensors: tuple[str, ...]) -> Any:
-        if sensors not in self._vaos:
+        key = self._key(sensors)
+        if key not in self._vaos:
             prog, _ = self._program(sensors)
-            vertices, ids = self._buffers
+            vertices, ids, materials = self._buffers
             # The compiler drops attributes a variant does not use (no ids for RGB only):
             # skip those with padding so that the interleaved layout stays the same.
             fmt, names = [], []
@@ -424,8 +625,10 @@ class Renderer:
             content = [(vertices, " ".join(fmt), *names)]
             if "in_id" in prog:
                 content.append((ids, "1i", "in_id"))
-            self._vaos[sensors] = self._ctx.vertex_array(prog, content)
-        return self._vaos[sensors]
+            if "in_material" in prog:
+                content.append((materials, "1i", "in_material"))
+            self._vaos[key] = self._ctx.vertex_array(prog, content)
+        return self._vaos[key]
 
     def _target(self, views: int) -> dict[str, Any]:
         """Textures for ``views`` images stacked vertically, and one framebuffer per sensor set."""
@@ -465,6 +668,7 @@ class Renderer:
         colors: np.ndarray,
         instance_ids: np.ndarray,
         normals: np.ndarray | None = None,
+        materials: np.ndarray | None = None,
     ) -> None:
         """Replace the scene with a non-indexed triangle soup.
 
@@ -474,6 +678,8 @@ class Renderer:
             instance_ids: (N,) positive int32 instance ids (what ``semantic`` reports; a
                 triangle reports the id of its last vertex).
             normals: (N, 3) vertex normals for the lighting; flat face normals when None.
+            materials: (N,) surface material codes of the procedural textures
+                (``Shading.textures``; 0 smooth when None); a triangle takes its last vertex's.
         """
         self._check_thread()
         positions = np.ascontiguousarray(positions, dtype=np.float32)
@@ -493,6 +699,9 @@ class Renderer:
         normals = np.asarray(normals, dtype=np.float32)
         if normals.shape != (n, 3):
             raise ValueError(f"normals must be {(n, 3)}, got {normals.shape}")
+        materials = np.zeros(n, np.int32) if materials is None else np.asarray(materials)
+        if materials.shape != (n,):
+            raise ValueError(f"materials must be {(n,)}, got {materials.shape}")
 
         with self._ctx:
             for vao in self._vaos.values():
@@ -539,6 +748,7 @@ class Renderer:
             self._buffers = [
                 self._ctx.buffer(np.ascontiguousarray(vertices[vertex_order], dtype=np.float32)),
                 self._ctx.buffer(np.ascontiguousarray(ids[vertex_order], dtype=np.int32)),
+                self._ctx.buffer(np.ascontiguousarray(materials[vertex_order], dtype=np.int32)),
             ]
 
     def _visible_chunks(
