@@ -142,12 +142,12 @@ def test_history_reaches_later_decisions_and_navigable_mask(checkpoints):
         forced = agent.act(views)
         assert forced.kind == "stop" and forced.forced
     # the same frames scored with and without the earlier decisions in the cache
-    from vlnav.deploy import _Context
-
     agent.reset(INSTRUCTION)
     agent.act(views)
-    after_one = agent._ctx.scores(Decision(agent.observation, STOP_LABEL))
-    fresh = _Context(agent.policy, INSTRUCTION).scores(Decision(agent.observation, STOP_LABEL))
+    after_one, _ = agent._ctx.scores(Decision(agent.observation, STOP_LABEL))
+    fresh, _ = EpisodeContext(agent.policy, INSTRUCTION).scores(
+        Decision(agent.observation, STOP_LABEL)
+    )
     assert not np.allclose(after_one, fresh)
 
 

@@ -86,3 +86,26 @@ def test_batched_policy_evaluation_matches_one_at_a_time(tiny_env, tiny_episodes
     assert many.metrics == one.metrics
     with pytest.raises(VlnavError, match="needs --policy"):
         evaluate(tiny_env, "oracle", "val_unseen", out_dir=tmp_path / "x", batch=4)
+
+
+def test_shards_merge_into_the_whole_run(tiny_env, tiny_episodes, tmp_path):
+    from vlnav.evaluate import merge_records
+
+    whole = evaluate(tiny_env, "oracle", "val_unseen", out_dir=tmp_path / "all", progress=False)
+    parts = [
+        evaluate(tiny_env, "oracle", "val_unseen", out_dir=tmp_path / f"s{k}", progress=False,
+                 shard=(k, 2))
+        for k in range(2)
+    ]  # fmt: skip
+    assert [len(p.records) for p in parts] == [3, 2]
+    assert not {r["episode_id"] for r in parts[0].records} & {
+        r["episode_id"] for r in parts[1].records
+    }
+    merged = merge_records([tmp_path / "s1", tmp_path / "s0"], tmp_path / "merged")
+    assert [r["episode_id"] for r in merged.records] == [r["episode_id"] for r in whole.records]
+    assert merged.metrics == whole.metrics
+    assert json.loads((tmp_path / "merged" / "metrics.json").read_text())["agent"] == "oracle"
+    with pytest.raises(VlnavError, match="shard 2/2"):
+        evaluate(tiny_env, "oracle", "val_unseen", out_dir=tmp_path / "x", shard=(2, 2))
+    with pytest.raises(VlnavError, match="no records.jsonl"):
+        merge_records([tmp_path / "nothing"], tmp_path / "m2")

@@ -271,3 +271,27 @@ def test_training_killed_and_resumed_ends_at_the_same_weights(tmp_path):
         assert torch.allclose(a[k], b[k], atol=1e-5), k
     cfg = json.loads((tmp_path / "cut" / "policy" / "policy.json").read_text())
     assert cfg["kind"] == "vlnav-policy"
+
+
+@pytest.mark.slow
+def test_two_training_processes_take_the_same_steps_as_one(tmp_path):
+    """Scale-out: ``torchrun --nproc_per_node 2 -m vlnav.cli train`` (two CPU processes, gloo
+    DDP; the same code path as several GPUs or nodes) collects the data once and ends at the
+    weights a single process reaches."""
+    data = tmp_path / "data"
+    one = subprocess.run(
+        _train_cmd(data, tmp_path / "one"), cwd=ROOT, capture_output=True, text=True
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    cmd = _train_cmd(data, tmp_path / "two")
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *cmd[1:]]
+    two = subprocess.run(ddp, cwd=ROOT, capture_output=True, text=True)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "2 processes" in two.stdout
+    for name in ("expert.jsonl", "dagger1.jsonl"):  # written once, not once per process
+        a = (tmp_path / "one" / "data" / name).read_text().splitlines()
+        b = (tmp_path / "two" / "data" / name).read_text().splitlines()
+        assert len(a) == len(b) > 0
+    a, b = _weights(tmp_path / "one" / "policy"), _weights(tmp_path / "two" / "policy")
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-4), k

@@ -86,6 +86,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         agent_kwargs=kwargs,
         progress=True,
         batch=args.batch if args.policy else 1,
+        shard=_shard(args.shard),
     )
     print(format_table({res.agent: res.metrics}))
     print(f"records and metrics in {res.out_dir}")
@@ -96,6 +97,27 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     cfg = load_train_config(args.config, args.overrides)
     Trainer(cfg).run()
+
+
+def _shard(text: str | None) -> tuple[int, int]:
+    from vlnav import VlnavError
+
+    if not text:
+        return (0, 1)
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise VlnavError(f"--shard {text!r}: expected K/N, e.g. 0/4") from None
+    return k, n
+
+
+def cmd_metrics(args: argparse.Namespace) -> None:
+    from vlnav.evaluate import merge_records
+    from vlnav.metrics import format_table
+
+    res = merge_records(args.folders, args.out)
+    print(format_table({res.agent: res.metrics}))
+    print(f"{len(res.records)} episodes merged into {res.out_dir}")
 
 
 def cmd_transfer(args: argparse.Namespace) -> None:
@@ -160,7 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --policy: episodes stepped together per worker, decided in one batched "
         "forward (1: one at a time)",
     )
+    ev.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="evaluate every N-th episode from the K-th (spread a split over machines; "
+        "merge the folders with `vlnav metrics`)",
+    )
     ev.set_defaults(func=cmd_eval)
+
+    me = sub.add_parser("metrics", help="merge evaluation folders (e.g. shards) and score them")
+    me.add_argument("folders", nargs="+", help="vlnav eval output folders")
+    me.add_argument("--out", required=True, help="folder for the merged records and metrics")
+    me.set_defaults(func=cmd_metrics)
 
     tf = sub.add_parser(
         "transfer",

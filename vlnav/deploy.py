@@ -93,7 +93,7 @@ class Agent:
         self.instruction: str | None = None
         self.history: list[Action] = []
         self.observation: TextObservation | None = None  # the last decision's candidates
-        self._ctx: _Context | None = None
+        self._ctx: Any = None  # vlnav.policy.agent.EpisodeContext
         self._done = False
 
     @classmethod
@@ -154,7 +154,9 @@ class Agent:
         self.instruction = instruction
         self.history = []
         self.observation = None
-        self._ctx = _Context(self.policy, instruction)
+        from vlnav.policy.agent import EpisodeContext
+
+        self._ctx = EpisodeContext(self.policy, instruction)
         self._done = False
 
     def act(self, frames: Sequence[np.ndarray], navigable: Sequence[bool] | None = None) -> Action:
@@ -177,7 +179,7 @@ class Agent:
         feats = None
         if self.features is not None:
             feats = np.asarray(self.features.encode(frames), np.float32)  # (12, D)
-        logp = self._ctx.scores(Decision(obs, STOP_LABEL, feats))
+        logp, _ = self._ctx.scores(Decision(obs, STOP_LABEL, feats))
         k = int(np.argmax(logp))
         label = STOP_LABEL if k == len(LABELS) else LABELS[k]
         self._ctx.commit(label)
@@ -264,59 +266,3 @@ def _check_navigable(navigable: Any) -> list[bool]:
     if len(flags) != N_VIEWS:
         raise ValueError(f"navigable needs {N_VIEWS} flags (one per frame), got {len(flags)}")
     return [bool(x) for x in flags]
-
-
-# ---------------------------------------------------------------- the policy's context
-class _Context:
-    """The policy's KV cache over one episode, on the policy's device.
-
-    The same computation as :class:`vlnav.policy.agent.EpisodeContext` (tested equal), with
-    every tensor placed on the device of the policy's weights so it also runs on a GPU.
-    """
-
-    def __init__(self, policy: Any, instruction: str) -> None:
-        from vlnav.policy.prompt import header_text
-
-        self.policy = policy
-        self.device = next(policy.parameters()).device
-        self.pending = policy.encode(header_text(instruction))
-        self.past: Any = None
-        self.pos = 0
-
-    def scores(self, decision: Any) -> np.ndarray:
-        """Label log-probabilities (13,) for this decision (-inf where unavailable)."""
-        import torch
-
-        pol, dev = self.policy, self.device
-        ids, views, avail, labpos = pol.encode_step_full(decision)
-        seq = self.pending + ids
-        views = [-1] * len(self.pending) + views
-        if self.pos + len(seq) + 1 > pol.config.max_len:
-            out = np.full(len(avail), -np.inf)
-            out[-1] = 0.0  # out of context: stop
-            return out
-        with torch.no_grad():
-            t = torch.tensor([seq], device=dev)
-            feats = None
-            if pol.proj is not None and decision.features is not None:
-                feats = torch.as_tensor(np.asarray(decision.features, np.float32), device=dev)
-                feats = feats[None, None]  # (1, 1, 12, D)
-            hidden, self.past = pol.step_logits(
-                t,
-                torch.tensor([views], device=dev),
-                torch.zeros_like(t),
-                feats,
-                torch.ones((1, self.pos + len(seq)), dtype=torch.long, device=dev),
-                torch.arange(self.pos, self.pos + len(seq), device=dev)[None],
-                self.past,
-            )
-            self.pos += len(seq)
-            off = len(self.pending)
-            h_lab = hidden[0, [off + max(p, 0) for p in labpos]]  # (13, E)
-            logits = pol._label_logits(hidden[0, -1], h_lab)  # (13,)
-            logits = logits.masked_fill(~torch.tensor(avail, device=dev), float("-inf"))
-            return torch.log_softmax(logits.float(), -1).cpu().numpy()
-
-    def commit(self, label: str) -> None:
-        """Append the chosen label: it is fed with the next decision's tokens."""
-        self.pending = [int(self.policy.label_ids[self.policy.label_index(label)])]

@@ -199,11 +199,14 @@ def evaluate(
     agent_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
     batch: int = 1,
+    shard: tuple[int, int] = (0, 1),
 ) -> EvalResult:
     """Evaluate ``agent`` on the first ``episodes`` episodes of ``split``; resumable.
 
     ``batch > 1`` (the ``policy`` agent only) steps that many episodes together in each
-    worker and takes their decisions in one batched forward."""
+    worker and takes their decisions in one batched forward. ``shard=(k, n)`` takes every
+    n-th of those episodes from the k-th (one share of a run spread over machines; merge the
+    shards' folders with ``merge_records``)."""
     from tqdm import tqdm
 
     agent_kwargs = agent_kwargs or {}
@@ -220,6 +223,10 @@ def evaluate(
     eps = load_episodes(path).episodes
     if episodes is not None:
         eps = eps[:episodes]
+    k, n = shard
+    if not 0 <= k < n:
+        raise VlnavError(f"shard {k}/{n}: expected 0 <= k < n")
+    eps = eps[k::n]
     if config.backend == "builtin":  # fail before any work on an unknown scene
         from vlnav.sim.builtin import find_scene
 
@@ -281,12 +288,44 @@ def evaluate(
     wanted = {str(e.episode_id) for e in eps}
     records = [r for r in records if r["episode_id"] in wanted]
     records.sort(key=lambda r: int(r["episode_id"]) if r["episode_id"].isdigit() else 0)
+    return _finish(records, agent, config.name, split, out)
+
+
+def _finish(
+    records: list[dict[str, Any]], agent: str, env: str, split: str, out: Path
+) -> EvalResult:
     metrics = aggregate([r["metrics"] for r in records])
     (out / "metrics.json").write_text(
-        json.dumps(
-            {"agent": agent, "env": config.name, "split": split, "metrics": metrics}, indent=2
-        )
+        json.dumps({"agent": agent, "env": env, "split": split, "metrics": metrics}, indent=2)
         + "\n"
     )
     (out / "metrics.md").write_text(format_table({agent: metrics}) + "\n")
     return EvalResult(agent, split, out, metrics, records)
+
+
+def merge_records(folders: list[str | Path], out: str | Path) -> EvalResult:
+    """Merge the records of several evaluation folders (e.g. the shards of one run, each
+    from ``vlnav eval --shard k/n``) into ``out``: its records.jsonl and metrics."""
+    out = Path(out)
+    records: dict[str, dict[str, Any]] = {}
+    agent, env, split = "agent", "env", "split"
+    for folder in folders:
+        folder = Path(folder)
+        path = folder / "records.jsonl"
+        if not path.is_file():
+            raise VlnavError(f"{folder}: no records.jsonl (is it a vlnav eval folder?)")
+        meta = folder / "metrics.json"
+        if meta.is_file():
+            m = json.loads(meta.read_text())
+            agent, env, split = m.get("agent", agent), m.get("env", env), m.get("split", split)
+        for r in read_records(path):
+            records[r["episode_id"]] = r  # an episode in two shards is counted once
+    if not records:
+        raise VlnavError("no records to merge")
+    rows = sorted(
+        records.values(),
+        key=lambda r: (0, int(r["episode_id"])) if r["episode_id"].isdigit() else (1, 0),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return _finish(rows, agent, env, split, out)

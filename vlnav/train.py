@@ -20,6 +20,7 @@ over GPUs or nodes; tensorboard logs go to ``tb/``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -272,7 +273,9 @@ class Trainer:
         data_dir.mkdir(exist_ok=True)
         episodes = self.episodes()
         print(f"[train] {len(episodes)} training episodes; run folder {self.out}")
-        self.collect(data_dir / "expert.jsonl", episodes, desc="expert data")
+        # under `accelerate launch`, the main process collects; the others then find it done
+        with _main_process_first():
+            self.collect(data_dir / "expert.jsonl", episodes, desc="expert data")
         corpus = [_json_to_decisions(r) for r in read_jsonl(data_dir / "expert.jsonl")]
         if cfg.data.imagined:
             corpus += load_imagined(cfg.data.imagined)
@@ -287,12 +290,15 @@ class Trainer:
                 beta = cfg.dagger.beta / (2 ** (rnd - 1))
                 sub = _subset(episodes, cfg.dagger.episodes, cfg.seed + rnd)
                 policy.eval()
-                self.collect(path, sub, self._mixture(policy, beta), desc=f"dagger {rnd}")
+                with _main_process_first():
+                    self.collect(path, sub, self._mixture(policy, beta), desc=f"dagger {rnd}")
                 corpus += [_json_to_decisions(r) for r in read_jsonl(path)]
             self._train(policy, corpus, name, step0, step0 + steps)
             step0 += steps
         final = self.out / "policy"
-        policy.save(final, extra=self._meta())
+        with _main_process_first() as main:
+            if main:
+                policy.save(final, extra=self._meta())
         print(f"[train] done in {time.time() - t0:.0f} s; checkpoint {final}")
         _ = torch
         return final
@@ -379,7 +385,14 @@ class Trainer:
         elif saved is not None and saved["step"] == start and start > 0:
             policy.load_state_dict(saved["model"])
             opt.load_state_dict(saved["optim"])
+        if cfg.optim.batch_size % acc.num_processes:
+            raise ConfigError(
+                f"optim.batch_size={cfg.optim.batch_size} must be a multiple of the "
+                f"{acc.num_processes} training processes (each takes an equal share)"
+            )
         model, opt = acc.prepare(policy, opt)
+        if acc.is_main_process and acc.num_processes > 1:
+            print(f"[train] {stage}: {acc.num_processes} processes ({acc.device})")
         writer = _tensorboard(self.out / "tb") if acc.is_main_process else None
         bar = tqdm(
             total=end - start,
@@ -398,16 +411,22 @@ class Trainer:
             idx = rng.choice(len(items), size=min(cfg.optim.batch_size, len(items)), replace=False)
             shard = idx[acc.process_index :: acc.num_processes]
             # one episode per forward (no padding: the causal attention kernel stays fast);
-            # gradients are accumulated, each episode weighted by its number of decisions
+            # gradients are accumulated, each episode weighted by its share of the batch's
+            # decisions; DDP averages over the P processes, hence the factor P, so that P
+            # processes take exactly the step one process takes
+            n_all = sum(len(items[i]["ans"]) for i in idx)
             n_dec = sum(len(items[i]["ans"]) for i in shard)
             opt.zero_grad(set_to_none=True)
             loss_sum, acc_sum = 0.0, 0.0
-            for i in shard:
+            for j, i in enumerate(shard):
                 batch = collate([items[i]], policy.tokenizer.pad_token_id)
                 batch = {k: v.to(acc.device) for k, v in batch.items()}
-                loss, accuracy = model(batch, cfg.optim.lm_loss)  # through DDP when distributed
-                w = len(items[i]["ans"]) / n_dec
-                acc.backward(loss * w)
+                # under DDP, gradients are all-reduced once, after the last micro-batch
+                sync = j == len(shard) - 1 or acc.num_processes == 1
+                with contextlib.nullcontext() if sync else acc.no_sync(model):
+                    loss, accuracy = model(batch, cfg.optim.lm_loss)
+                    acc.backward(loss * (len(items[i]["ans"]) * acc.num_processes / n_all))
+                w = len(items[i]["ans"]) / n_dec  # this process's share, for the log
                 loss_sum += loss.item() * w
                 acc_sum += accuracy.item() * w
                 tokens += len(items[i]["input_ids"])
@@ -430,6 +449,22 @@ class Trainer:
         if writer is not None:
             writer.close()
         model.eval()
+
+
+@contextlib.contextmanager
+def _main_process_first():
+    """Run the body on the main process first, then on the others (which find its files);
+    yields whether this is the main process. A no-op outside ``accelerate launch``."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield True
+        return
+    import torch
+    from accelerate import PartialState
+
+    # cpu=True makes a CPU-only process group (gloo) distributed, as Accelerator(cpu=...) does
+    state = PartialState(cpu=not torch.cuda.is_available())
+    with state.main_process_first():
+        yield state.is_main_process
 
 
 def _lr(step: int, base: float, warmup: int, total: int) -> float:

@@ -24,10 +24,13 @@ from vlnav.sim.base import MOVE_FORWARD, STOP, AgentState
 
 
 class EpisodeContext:
-    """The policy's KV cache for one episode: each decision feeds only its new tokens."""
+    """The policy's KV cache for one episode: each decision feeds only its new tokens.
+
+    Tensors live on the device of the policy's weights, so it runs on a GPU too."""
 
     def __init__(self, policy: NavPolicy, instruction: str) -> None:
         self.policy = policy
+        self.device = next(policy.parameters()).device
         self.pending = policy.encode(header_text(instruction))
         self.past: Any = None
         self.pos = 0
@@ -35,7 +38,7 @@ class EpisodeContext:
     @torch.no_grad()
     def scores(self, decision: Decision) -> tuple[np.ndarray, list[bool]]:
         """Label log-probabilities (13,) for this decision (-inf where unavailable)."""
-        pol = self.policy
+        pol, dev = self.policy, self.device
         ids, views, avail, labpos = pol.encode_step_full(decision)
         seq = self.pending + ids
         views = [-1] * len(self.pending) + views
@@ -43,25 +46,26 @@ class EpisodeContext:
             out = np.full(len(avail), -np.inf)
             out[-1] = 0.0  # out of context: stop
             return out, avail
-        t = torch.tensor([seq])
+        t = torch.tensor([seq], device=dev)
         feats = None
         if pol.proj is not None and decision.features is not None:
-            feats = torch.as_tensor(np.asarray(decision.features, np.float32))[None, None]
+            feats = torch.as_tensor(np.asarray(decision.features, np.float32), device=dev)
+            feats = feats[None, None]  # (1, 1, 12, D)
         hidden, self.past = pol.step_logits(
             t,
-            torch.tensor([views]),
+            torch.tensor([views], device=dev),
             torch.zeros_like(t),
             feats,
-            torch.ones((1, self.pos + len(seq)), dtype=torch.long),
-            torch.arange(self.pos, self.pos + len(seq))[None],
+            torch.ones((1, self.pos + len(seq)), dtype=torch.long, device=dev),
+            torch.arange(self.pos, self.pos + len(seq), device=dev)[None],
             self.past,
         )
         self.pos += len(seq)
         off = len(self.pending)
         h_lab = hidden[0, [off + max(p, 0) for p in labpos]]  # (13, E)
         logits = pol._label_logits(hidden[0, -1], h_lab)
-        logits = logits.masked_fill(~torch.tensor(avail), float("-inf"))
-        return torch.log_softmax(logits, -1).numpy(), avail
+        logits = logits.masked_fill(~torch.tensor(avail, device=dev), float("-inf"))
+        return torch.log_softmax(logits.float(), -1).cpu().numpy(), avail
 
     def commit(self, label: str) -> None:
         """Append the chosen label: it is fed with the next decision's tokens."""
