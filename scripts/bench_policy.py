@@ -16,6 +16,8 @@ if __name__ == "__main__":
     p.add_argument("--out", default="runs/bench_policy.json")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--eval-episodes", type=int, default=1839, help="0 skips the evaluation")
+    p.add_argument("--batch", type=int, default=32, help="episodes decided together per worker")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        run(a.checkpoint, a.run, tmp, a.workers, a.eval_episodes, a.out)
+        run(a.checkpoint, a.run, tmp, a.workers, a.eval_episodes, a.out, a.batch, a.dtype)

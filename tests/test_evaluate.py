@@ -84,6 +84,11 @@ def test_batched_policy_evaluation_matches_one_at_a_time(tiny_env, tiny_episodes
         labels.update(t["label"] for t in a["extra"]["trace"])
     assert len(labels) > 2  # the rollouts took several different choices
     assert many.metrics == one.metrics
+    # bfloat16 weights (faster on CPUs with AVX512-BF16): a full, valid run
+    kw["agent_kwargs"]["dtype"] = "bfloat16"
+    half = evaluate(tiny_env, "policy", "val_unseen", out_dir=tmp_path / "h", batch=3, **kw)
+    assert len(half.records) == len(tiny_episodes)
+    assert all(r["actions"] and set(r["actions"]) <= {0, 1, 2, 3} for r in half.records)
     with pytest.raises(VlnavError, match="needs --policy"):
         evaluate(tiny_env, "oracle", "val_unseen", out_dir=tmp_path / "x", batch=4)
 

@@ -111,6 +111,23 @@ def test_compact_prompt_keeps_the_content_words_and_is_shorter(corpus):
         PolicyConfig(prompt="verbose")
 
 
+def test_distances_prompt_adds_each_objects_metres():
+    from vlnav.perception.base import Mention
+
+    cap = Caption(
+        "A kitchen with a white fridge on the left and a red sofa ahead, a doorway on the right.",
+        [Mention("fridge", "white", 2.4, "left"), Mention("sofa", "red", 0.6, "ahead")],
+        room="kitchen",
+        doorway=True,
+    )
+    c = Candidate(3, 90.0, 0.0, [0.0, 0.0, 0.0], 2.0, cap)
+    line = candidate_line(c, "distances")
+    assert line == "kitchen white fridge left 2 , red sofa ahead 1 , doorway right <D>"
+    # a caption without structured mentions (a pixel captioner's) reads as compact
+    plain = Candidate(3, 90.0, 0.0, [0.0, 0.0, 0.0], 2.0, Caption("A kitchen with a fridge."))
+    assert candidate_line(plain, "distances") == candidate_line(plain, "compact")
+
+
 def test_controller_turns_the_short_way_then_walks():
     assert candidate_actions(0, 1.0) == [MOVE_FORWARD] * 4
     assert candidate_actions(2, 0.5) == [TURN_LEFT] * 4 + [MOVE_FORWARD] * 2  # 60 left

@@ -86,6 +86,7 @@ def run_quickstart(
             out / "eval" / "policy",
             agent_kwargs={"checkpoint": str(ckpt)},
             progress=progress,
+            batch=32,  # episodes stepped together, decisions batched
         )
     print(format_table({a: r.metrics for a, r in results.items()}))
     print(f"[4/4] writing the report ({videos} episode videos)")

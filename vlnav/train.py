@@ -525,6 +525,7 @@ def _asset_words() -> list[str]:
             out.update(words(json.dumps(yaml.safe_load(p.read_text()))))
     for k in range(1, 12):
         out.update(words(f"{30 * k} degree left right front back"))
+    out.update(str(k) for k in range(0, 31))  # distances in whole metres
     return sorted(out)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlnav import VlnavError
 from vlnav.perception.base import make_captioner
 from vlnav.perception.candidates import TextObservation, TextObserver
 from vlnav.policy.controller import candidate_actions
@@ -188,10 +189,15 @@ class PolicyAgent(DecisionAgent):
         max_decisions: int | None = None,
         cache: Any = None,
         threads: int | None = None,
+        dtype: str = "float32",
         **kw: Any,
     ) -> None:
         torch.set_num_threads(threads or 1)  # incremental forwards are small
         self.policy, meta = NavPolicy.load(checkpoint)
+        if dtype not in ("float32", "bfloat16"):
+            raise VlnavError(f"dtype {dtype!r}: expected float32 or bfloat16")
+        # bfloat16 halves the decision time on CPUs with AVX512-BF16 / AMX, and on GPUs
+        self.policy.to(getattr(torch, dtype))
         self.meta = meta
         cap = meta.get("captioner", {"name": "semantic", "kwargs": {}})
         features = None

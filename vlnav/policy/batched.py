@@ -78,7 +78,7 @@ class BatchDecider:
             self.pos[s] += k
             logits = pol._label_logits(hidden[s, k - 1], hidden[s, labs[s]])
             logits = logits.masked_fill(~torch.tensor(avails[s]), float("-inf"))
-            logp = torch.log_softmax(logits, -1).numpy()
+            logp = torch.log_softmax(logits.float(), -1).numpy()
             j = int(np.argmax(logp))
             label = STOP_LABEL if j == len(LABELS) else LABELS[j]
             self.pending[s] = [int(pol.label_ids[pol.label_index(label)])]

@@ -85,6 +85,25 @@ def decision_rate(policy: Any, corpus: list, batch: int, rounds: int = 4) -> flo
     return n / (time.perf_counter() - t0)
 
 
+def _agreement(policy: Any, corpus: list) -> float:
+    """How often the bfloat16 policy takes the float32 policy's decision (teacher-forced)."""
+    import torch
+
+    from vlnav.policy.agent import EpisodeContext
+
+    picks: dict[str, list[int]] = {}
+    for dt in ("float32", "bfloat16"):
+        policy.to(getattr(torch, dt))
+        out = picks.setdefault(dt, [])
+        for instr, ds in corpus:
+            ctx = EpisodeContext(policy, instr)
+            for d in ds:
+                out.append(int(np.argmax(ctx.scores(d)[0])))
+                ctx.commit(d.label)
+    a, b = picks["float32"], picks["bfloat16"]
+    return float(np.mean([x == y for x, y in zip(a, b)]))
+
+
 def run(
     checkpoint: str,
     run_dir: str,
@@ -92,6 +111,8 @@ def run(
     workers: int = 2,
     eval_episodes: int = 1839,
     out: str | None = None,
+    batch: int = 32,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     import torch
 
@@ -115,10 +136,17 @@ def run(
         f"training: {res['tokens_per_s']:,.0f} tokens/s, MFU {100 * res['mfu']:.1f}% "
         f"of {res['matmul_peak_flops_1_thread'] / 1e9:.0f} GFLOP/s (1 thread)"
     )
-    for b in (1, 32):
-        r = decision_rate(policy, corpus, b)
-        res[f"decisions_per_s_batch{b}"] = r
-        print(f"decisions: batch {b}: {r:,.1f}/s = {1000 / r:.2f} ms each")
+    for dt in ("float32", "bfloat16"):
+        policy.to(getattr(torch, dt))
+        sfx = "" if dt == "float32" else "_bf16"
+        for b in (1, 32):
+            decision_rate(policy, corpus, b, rounds=1)  # warm-up
+            r = decision_rate(policy, corpus, b)
+            res[f"decisions_per_s_batch{b}{sfx}"] = r
+            print(f"decisions ({dt}): batch {b}: {r:,.1f}/s = {1000 / r:.2f} ms each")
+    res["bf16_agreement"] = _agreement(policy, corpus)
+    print(f"bfloat16 takes the float32 decision {100 * res['bf16_agreement']:.1f}% of the time")
+    policy.to(torch.float32)
     if eval_episodes:
         from vlnav.evaluate import evaluate
         from vlnav.sampler import prepare_data
@@ -144,11 +172,14 @@ def run(
             eval_episodes,
             workers,
             Path(data_dir) / "eval",
-            agent_kwargs={"checkpoint": checkpoint},
+            agent_kwargs={"checkpoint": checkpoint, "dtype": dtype},
             progress=True,
+            batch=batch,
         )
         res["eval_episodes"] = ev.metrics["episodes"]
         res["eval_workers"] = workers
+        res["eval_batch"] = batch
+        res["eval_dtype"] = dtype
         res["eval_wall_s"] = time.perf_counter() - t0
         res["eval_metrics"] = ev.metrics
         print(

@@ -261,7 +261,7 @@ class NavPolicy(nn.Module):
         if self.proj is None or feats is None or views is None:
             return emb
         # feats: (B, S, 12, F) -> projected (B, S, 12, E)
-        pf = self.proj(feats)
+        pf = self.proj(feats.to(self.proj.weight.dtype))
         b_idx = torch.arange(input_ids.shape[0])[:, None].expand_as(input_ids)
         on = (views >= 0) & (steps >= 0)
         gathered = pf[b_idx[on], steps[on], views[on]]  # (N, E)

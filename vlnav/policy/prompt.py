@@ -41,7 +41,7 @@ def header_text(instruction: str) -> str:
     return f"<bos> {HEADER} {' '.join(words(instruction))}"
 
 
-PROMPT_STYLES = ("langnav", "compact")
+PROMPT_STYLES = ("langnav", "compact", "distances")
 # words the compact style drops from a caption: they carry no choice-relevant content
 _FILLER = frozenset(["a", "an", "the", "with", "on", "of", "to", "your", "is", "in", "there"])
 
@@ -52,12 +52,39 @@ def candidate_line(c, style: str = "langnav") -> str:
     ``langnav``: ``to your 30 degree left is , a kitchen with a white fridge on the left . <B>``
     ``compact``: ``kitchen white fridge left . <B>`` (the label already names the direction;
     articles and prepositions dropped), about a third of the tokens.
+    ``distances``: compact, with each mentioned object's distance in whole metres after its
+    side (``kitchen white fridge left 2 , doorway ahead <B>``), from the caption's structured
+    mentions; captions without them (pixel captioners) read as ``compact``.
     """
-    if style == "compact":
+    if style == "distances" and _has_distances(c.caption):
+        body = _distance_words(c.caption)
+    elif style in ("compact", "distances"):
         body = [w for w in words(c.caption.text) if w not in _FILLER]
     else:
         body = words(c.to_text(details=False))
     return f"{' '.join(body)} {LABELS[c.index]}"
+
+
+_DOORWAY = re.compile(r"doorway (?:on the )?(left|right|ahead)")
+
+
+def _has_distances(caption) -> bool:
+    return bool(caption.room and caption.mentions) and all(
+        m.distance is not None for m in caption.mentions
+    )
+
+
+def _distance_words(caption) -> list[str]:
+    out = words(caption.room)
+    for m in caption.mentions:
+        out += words(m.name) + ([m.side] if m.side else []) + [str(max(1, round(m.distance)))]
+        out.append(",")
+    door = _DOORWAY.search(caption.text.lower())
+    if door:
+        out += ["doorway", door.group(1)]
+    elif out[-1] == ",":
+        out.pop()
+    return out
 
 
 def step_text(obs: TextObservation, style: str = "langnav") -> str:
