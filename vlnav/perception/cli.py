@@ -113,7 +113,7 @@ def cmd_describe(args: argparse.Namespace) -> None:
     if name == "semantic":
         raise VlnavError(
             "the semantic captioner needs simulator sensors (instance ids and depth), not "
-            "photos: use --captioner learned:<checkpoint> | hf:<model> | open_clip:<model>"
+            "photos: use --captioner learned:<checkpoint> | hf:<model> | open_clip:<folder> | open_clip:<model>@<weights>"
         )
     images = [read_image(p) for p in args.images]
     captioner = make_captioner(args.captioner)
@@ -167,13 +167,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "describe",
         help="caption photos with a pixel captioner",
         description="Print the caption of each image (PNG, JPEG, ...). Pixel captioners only: "
-        "learned:<checkpoint>, hf:<model id or folder>, open_clip:<model>[@<weights>].",
+        "learned:<checkpoint>, hf:<model id or folder>, open_clip:<folder> | open_clip:<model>@<weights>.",
     )
     ds.add_argument("images", nargs="+", help="image files")
     ds.add_argument(
         "--captioner",
         default="learned:runs/captioner",
-        help="learned:<ckpt> | hf:<model> | open_clip:<model>",
+        help="learned:<ckpt> | hf:<model> | open_clip:<folder> | open_clip:<model>@<weights>",
     )
     ds.set_defaults(func=cmd_describe)
 

@@ -5,7 +5,8 @@ Backends, registered by name with lazy ``"module:Class"`` strings:
 * ``learned:<checkpoint>``: the learned captioner's CNN encoder, mean-pooled (offline, here);
 * ``hf-clip:<model id or path>``: transformers ``CLIPVisionModelWithProjection`` image embeds
   (L2-normalised), from a folder or the HF cache (no torchvision needed);
-* ``open_clip:<model>[@<weights>]``: ``open_clip``'s ``encode_image`` (L2-normalised).
+* ``open_clip:<folder>`` or ``open_clip:<model>@<weights>``: ``open_clip``'s ``encode_image``
+  (L2-normalised); the specs of the ``open_clip`` captioner.
 
 ``panorama_features`` gives the (12, D) features of the agent's 12-view panorama, cached per
 view in an :class:`~vlnav.perception.cache.ObservationCache` (``kind="feat"``) keyed by scene,
@@ -53,7 +54,7 @@ FEATURE_ENCODERS: dict[str, str] = {
 
 
 def make_feature_encoder(spec: str, **kwargs: Any) -> FeatureEncoder:
-    """``learned:<checkpoint>``, ``hf-clip:<model id or path>``, ``open_clip:<model>[@<weights>]``."""
+    """``learned:<checkpoint>``, ``hf-clip:<model id or path>``, ``open_clip:<folder> | open_clip:<model>@<weights>``."""
     name, _, arg = spec.partition(":")
     if name not in FEATURE_ENCODERS:
         raise VlnavError(f"unknown feature encoder '{spec}' (known: {', '.join(FEATURE_ENCODERS)})")
@@ -138,40 +139,46 @@ class HFClipFeatures:
 
 
 class OpenClipFeatures:
-    """``open_clip`` image embeddings (``encode_image``), L2-normalised."""
+    """``open_clip`` image embeddings (``encode_image``), L2-normalised: any open_clip model
+    (CLIP or CoCa) from the same specs as the ``open_clip`` captioner (a folder with
+    ``open_clip_config.json`` and weights, ``<model>@<weights file or tag>``, ``hf-hub:<repo>``)."""
 
     name = "open_clip"
 
-    def __init__(self, model: str = "", batch_size: int = 32):
+    def __init__(self, model: str = "", batch_size: int = 32, device: str = "cpu"):
         from vlnav.perception.pretrained import load_open_clip
 
-        self.model, self.preprocess, ident = load_open_clip(model, "open_clip")
+        self.model, self.preprocess, ident, _ = load_open_clip(model, "open_clip", device)
         self.batch_size = batch_size
+        self.device = device
         self._identity = f"open_clip-{ident}"
         self._dim: int | None = None
 
     @property
     def dim(self) -> int:
         if self._dim is None:
-            self._dim = int(self.encode([np.zeros((32, 32, 3), np.uint8)]).shape[1])
+            self._dim = int(self._embed([np.zeros((32, 32, 3), np.uint8)]).shape[1])
         return self._dim
 
     @property
     def identity(self) -> str:
         return self._identity
 
-    def encode(self, frames: list[np.ndarray]) -> np.ndarray:
+    def _embed(self, frames: list[np.ndarray]) -> np.ndarray:
         import torch
 
         from vlnav.perception.pretrained import _rgb_images
 
-        out = []
+        images = _rgb_images(list(frames))
+        x = torch.stack([self.preprocess(im) for im in images]).to(self.device)
+        with torch.inference_mode():
+            return self.model.encode_image(x).float().cpu().numpy()
+
+    def encode(self, frames: list[np.ndarray]) -> np.ndarray:
+        out = [np.zeros((0, self.dim), np.float32)]
         for i in range(0, len(frames), self.batch_size):
-            images = _rgb_images(list(frames[i : i + self.batch_size]))
-            x = torch.stack([self.preprocess(im) for im in images])
-            with torch.inference_mode():
-                out.append(self.model.encode_image(x).float().numpy())
-        return _normalise(np.concatenate(out)) if out else np.zeros((0, 0), np.float32)
+            out.append(self._embed(frames[i : i + self.batch_size]))
+        return _normalise(np.concatenate(out))
 
 
 def panorama_features(
