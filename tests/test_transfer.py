@@ -100,7 +100,7 @@ def test_summary_means_spread_gap_table_and_plot(tmp_path):
     md = format_summary(rows, ["A", "B", "C"])
     assert md.splitlines()[0].startswith("| input | trajectories | SR A")
     assert "SR gap A-C" in md and md.count("\n") == 3
-    png = plot_transfer(rows, ["A", "B", "C"], tmp_path / "t.png")
+    png = plot_transfer(rows, ["A", "B", "C"], tmp_path / "t.png", chance={"SR": 0.02, "SPL": 0.01})
     import cv2
 
     img = cv2.imread(str(png))
@@ -161,3 +161,5 @@ def test_transfer_end_to_end_and_resume(tmp_path):
     again = run_transfer(cfg, progress=False)  # resumes: nothing is retrained or re-evaluated
     assert (out / "cells" / "text-n4-s0" / "policy" / "policy.json").stat().st_mtime == mtime
     assert again["summary"] == res["summary"]
+    assert 0.0 <= res["random"]["SR"] <= 1.0
+    assert "random agent (chance level)" in (out / "results.md").read_text()

@@ -245,16 +245,39 @@ def run_transfer(cfg: TransferConfig, progress: bool = True) -> dict[str, Any]:
                         f"[transfer] {cell_name(inp, n, seed)} on {dom}: "
                         f"SR {m['SR']:.3f} SPL {m['SPL']:.3f}"
                     )
+    # chance level: the random agent on the training domain's episodes (it renders nothing)
+    from vlnav.evaluate import evaluate
+
+    rnd = evaluate(
+        train_env,
+        "random",
+        "val_unseen",
+        cfg.eval_episodes,
+        1,
+        out / "random",
+        progress=False,
+    ).metrics
     summary = summarise(results, list(cfg.domains))
     res = {
         "config": dataclasses.asdict(cfg),
         "cells": results,
         "summary": summary,
+        "random": {"SR": rnd["SR"], "SPL": rnd["SPL"]},
         "timings": {**timings, "total_s": round(time.time() - t0, 1)},
     }
+    prev = out / "results.json"
+    if prev.is_file():  # a resumed run: keep the earlier runs' wall times
+        try:
+            earlier = json.loads(prev.read_text()).get("timings", {})
+        except json.JSONDecodeError:
+            earlier = {}
+        runs = earlier.get("runs_s") or [earlier.get("total_s")]
+        res["timings"]["runs_s"] = [r for r in runs if r] + [res["timings"]["total_s"]]
     (out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
-    (out / "results.md").write_text(format_summary(summary, list(cfg.domains)) + "\n")
-    plot_transfer(summary, list(cfg.domains), out / "transfer.png")
+    md = format_summary(summary, list(cfg.domains))
+    md += f"\n\nrandom agent (chance level): SR {rnd['SR']:.3f}, SPL {rnd['SPL']:.3f}"
+    (out / "results.md").write_text(md + "\n")
+    plot_transfer(summary, list(cfg.domains), out / "transfer.png", chance=res["random"])
     print(format_summary(summary, list(cfg.domains)))
     print(
         f"[transfer] done in {time.time() - t0:.0f} s: {out / 'results.md'}, {out / 'transfer.png'}"
@@ -335,8 +358,14 @@ def format_summary(rows: list[dict[str, Any]], domains: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot_transfer(rows: list[dict[str, Any]], domains: list[str], path: Path) -> Path:
-    """SR and SPL per domain for each input (bars: mean over seeds; dots: each seed)."""
+def plot_transfer(
+    rows: list[dict[str, Any]],
+    domains: list[str],
+    path: Path,
+    chance: dict[str, float] | None = None,
+) -> Path:
+    """SR and SPL per domain for each input (bars: mean over seeds; dots: each seed; dashed:
+    the random agent's level, when given)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -364,6 +393,8 @@ def plot_transfer(rows: list[dict[str, Any]], domains: list[str], path: Path) ->
                             [xs[-1]] * len(v["SR_all"]), v["SR_all"], s=9, color="k", zorder=3
                         )
                 ax.bar(xs, ms, width, yerr=sd, capsize=3, label=dom, color=colours[k % 5])
+            if chance is not None:
+                ax.axhline(chance[metric], color="grey", ls="--", lw=1, label="random agent")
             ax.set_xticks(range(len(sub)))
             ax.set_xticklabels([r["input"] for r in sub])
             ax.set_ylim(0, 1)
