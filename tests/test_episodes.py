@@ -232,3 +232,29 @@ def test_quarter_turn_left_faces_minus_x():
     assert quaternion_to_yaw([0, 0.9996, 0, -0.0274]) == pytest.approx(
         2 * math.atan2(0.9996, -0.0274) - 2 * math.pi
     )
+
+
+def test_a_data_folder_refuses_other_settings(tmp_path):
+    from vlnav import VlnavError
+    from vlnav.config import EnvConfig, load_config
+    from vlnav.sampler import prepare_data
+
+    small = [
+        f"data_dir={tmp_path / 'd'}",
+        "scenes.train=1",
+        "scenes.val_unseen=1",
+        "episodes.train_per_scene=2",
+        "episodes.val_seen_per_scene=1",
+        "episodes.val_unseen_per_scene=1",
+    ]
+    cfg = load_config(EnvConfig, None, small)
+    prepare_data(cfg, progress=False)
+    assert (tmp_path / "d" / "dataset.json").is_file()
+    prepare_data(cfg, progress=False)  # the same settings: nothing to do, no error
+    other = load_config(EnvConfig, None, [*small, "episodes.train_per_scene=3"])
+    with pytest.raises(VlnavError, match="episodes.train_per_scene differ"):
+        prepare_data(other, progress=False)
+    prepare_data(other, force=True, progress=False)  # regenerating is allowed
+    more = load_config(EnvConfig, None, [*small, "episodes.train_per_scene=3", "scenes.train=2"])
+    with pytest.raises(VlnavError, match="scenes.train differ"):
+        prepare_data(more, progress=False)

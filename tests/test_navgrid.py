@@ -70,3 +70,20 @@ def test_free_space_respects_radius_walls_doors_and_objects(two_room_spec):
     # through the doorway: both rooms are one component
     d = g.geodesic_distance([2.0, 0, 0.8], [6.0, 0, 0.8])
     assert 4.0 < d < 6.0
+
+
+def test_distance_from_a_pocket_the_grid_does_not_connect():
+    """A random agent slid into a free cell of house_0062 (val_unseen of the default env) that
+    the 16-neighbour graph does not connect; its distance to the goal is measured from the
+    nearest connected cell instead of failing the whole evaluation."""
+    from vlnav.scenes.generator import GeneratorConfig, generate_house, house_seed
+    from vlnav.sim.navgrid import NavGrid
+
+    spec = generate_house(house_seed(0, 62), "house_0062", GeneratorConfig())
+    grid = NavGrid.from_spec(spec, 0.05, 0.18)
+    pocket, goal = [0.6358706380490708, 0.0, 11.76239686196888], [3.125, 0.0, 0.875]
+    with pytest.raises(ValueError, match="no path"):
+        grid.shortest_path(pocket, goal)
+    d = grid.geodesic_distance(pocket, goal)
+    near = grid.geodesic_distance([0.7, 0.0, 11.7], goal)
+    assert np.isfinite(d) and abs(d - near) < 0.6

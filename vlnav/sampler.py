@@ -9,6 +9,7 @@ used in training.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -160,6 +161,7 @@ def prepare_data(config: EnvConfig, force: bool = False, progress: bool = True) 
         )
     from vlnav.config import from_dict
 
+    _check_fingerprint(config, force)
     gen_cfg = from_dict(GeneratorConfig, config.scenes.generator, "scenes.generator")
     gen_cfg.agent_radius = config.agent.radius
     total = config.scenes.train + config.scenes.val_unseen
@@ -174,7 +176,7 @@ def prepare_data(config: EnvConfig, force: bool = False, progress: bool = True) 
     }
     for si, split in enumerate(SPLITS):
         path = config.episodes_path(split)
-        if path.is_file() and not force:
+        if path.is_file() and not (force or missing):  # new houses: new episodes
             continue
         eps: list[Episode] = []
         ids = scene_ids(config, split)
@@ -199,7 +201,49 @@ def prepare_data(config: EnvConfig, force: bool = False, progress: bool = True) 
         if config.episodes.speaker != "route":
             tmp = _speaker_instructions(config, tmp, split)
         tmp.replace(path)
+    _fingerprint_path(config).write_text(json.dumps(_fingerprint(config), indent=2) + "\n")
     return Path(config.data_dir)
+
+
+def _fingerprint(config: EnvConfig) -> dict:
+    """What the generated files depend on: the scenes and episodes settings and the grid."""
+    import dataclasses
+
+    return {
+        "scenes": dataclasses.asdict(config.scenes),
+        "episodes": dataclasses.asdict(config.episodes),
+        "grid_cell": config.grid_cell,
+        "agent_radius": config.agent.radius,
+    }
+
+
+def _fingerprint_path(config: EnvConfig) -> Path:
+    return Path(config.data_dir) / "dataset.json"
+
+
+def _check_fingerprint(config: EnvConfig, force: bool) -> None:
+    """Refuse to mix files made with other settings into this data folder."""
+    path = _fingerprint_path(config)
+    if force or not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise VlnavError(
+            f"{path} is corrupt: delete it and run `vlnav episodes sample --force`"
+        ) from None
+    new = json.loads(json.dumps(_fingerprint(config)))
+    if old != new:
+        diff = sorted(
+            f"{sec}.{k}"
+            for sec in new
+            for k in (new[sec] if isinstance(new[sec], dict) else [None])
+            if (old.get(sec, {}).get(k) if k else old.get(sec)) != (new[sec][k] if k else new[sec])
+        )
+        raise VlnavError(
+            f"{config.data_dir} was generated with other settings ({', '.join(diff)} differ): "
+            "use another data_dir, or regenerate with `vlnav episodes sample --force`"
+        )
 
 
 def _speaker_instructions(config: EnvConfig, path: Path, split: str) -> Path:

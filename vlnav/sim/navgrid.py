@@ -372,7 +372,25 @@ class NavGrid:
             return math.inf
         if self.components[ai, aj] != self.components[bi, bj]:
             return math.inf
-        return path_length(self.shortest_path(a, b))
+        try:
+            return path_length(self.shortest_path(a, b))
+        except ValueError:
+            return self._nearby_distance(ai, aj, b)
+
+    def _nearby_distance(self, ai: int, aj: int, b: Sequence[float], radius: float = 0.5) -> float:
+        """For a free cell the grid's edges do not connect (an agent can slide into such a
+        pocket): the distance from the nearest connected cell within ``radius``, plus the
+        step to it; inf when there is none."""
+        field = self.distance_field(b)
+        r = int(math.ceil(radius / self.cell))
+        i0, j0 = max(ai - r, 0), max(aj - r, 0)
+        win = field[i0 : ai + r + 1, j0 : aj + r + 1]
+        ii, jj = np.nonzero(np.isfinite(win))
+        if len(ii) == 0:
+            return math.inf
+        off = np.hypot(ii + i0 - ai, jj + j0 - aj) * self.cell
+        k = int(np.argmin(off + win[ii, jj]))
+        return float(off[k] + win[ii[k], jj[k]])
 
 
 def path_length(points: Sequence[Sequence[float]]) -> float:
