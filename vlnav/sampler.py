@@ -176,7 +176,7 @@ def prepare_data(config: EnvConfig, force: bool = False, progress: bool = True) 
     }
     for si, split in enumerate(SPLITS):
         path = config.episodes_path(split)
-        if path.is_file() and not (force or missing):  # new houses: new episodes
+        if path.is_file() and not force:
             continue
         eps: list[Episode] = []
         ids = scene_ids(config, split)
