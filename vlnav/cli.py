@@ -28,13 +28,17 @@ def _add_env_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sim", default=None, help="simulator backend: builtin | habitat (overrides the env's)"
     )
+    _add_set_arg(p, "sensor.width=128")
+
+
+def _add_set_arg(p: argparse.ArgumentParser, example: str) -> None:
     p.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value, e.g. --set sensor.width=128 (repeatable)",
+        help=f"override a config value, e.g. --set {example} (repeatable)",
     )
 
 
@@ -208,26 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="sim-to-sim transfer: text vs features vs both, trained on A, evaluated on A/B/C",
     )
     tf.add_argument("config", help="experiment YAML, e.g. configs/transfer.yaml")
-    tf.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set seeds=[0,1] (repeatable)",
-    )
+    _add_set_arg(tf, "seeds=[0,1]")
     tf.set_defaults(func=cmd_transfer)
 
     tr = sub.add_parser("train", help="train the small-LM policy (imitation + DAgger); resumable")
     tr.add_argument("config", help="experiment YAML, e.g. configs/langnav-small.yaml")
-    tr.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set policy.layers=2 (repeatable)",
-    )
+    _add_set_arg(tr, "policy.layers=2")
     tr.set_defaults(func=cmd_train)
 
     qs = sub.add_parser("quickstart", help="the whole pipeline on the embedded default")

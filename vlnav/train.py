@@ -36,11 +36,8 @@ from vlnav import VlnavError
 from vlnav.config import (
     ConfigError,
     EnvConfig,
-    apply_overrides,
     check_range,
-    from_dict,
     load_config,
-    read_yaml,
 )
 from vlnav.policy.model import PolicyConfig
 
@@ -121,12 +118,7 @@ class TrainConfig:
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
-    data = read_yaml(path) if path else {}
-    data = apply_overrides(data, overrides)
-    try:
-        return from_dict(TrainConfig, data)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+    return load_config(TrainConfig, path, overrides)
 
 
 # --------------------------------------------------------------------------- data

@@ -36,11 +36,9 @@ from vlnav import VlnavError
 from vlnav.config import (
     ConfigError,
     EnvConfig,
-    apply_overrides,
     check_range,
     from_dict,
     load_config,
-    read_yaml,
 )
 
 INPUTS = ("text", "features", "both")
@@ -96,12 +94,7 @@ class TransferConfig:
 
 
 def load_transfer_config(path: str | Path | None, overrides: list[str] = ()) -> TransferConfig:
-    data = read_yaml(path) if path else {}
-    data = apply_overrides(data, list(overrides))
-    try:
-        return from_dict(TransferConfig, data)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+    return load_config(TransferConfig, path, list(overrides))
 
 
 # ------------------------------------------------------------------------------- cells
