@@ -37,6 +37,20 @@ def test_semantic_caption_of_a_synthetic_view():
     assert cap.text == "A kitchen with a white fridge on the right, a doorway on the left."
     assert cap.room == "kitchen" and cap.doorway
     assert cap.details() == ["white fridge (2 m, right)"]
+    assert cap.beyond is None  # beyond=False (the default) never names the next room
+    # the floor of a hallway seen through the doorway: beyond=True names it
+    sem[12:20, 0:5] = 2
+    objects[2] = {"category": "floor", "colour": None, "room": 1, "room_type": "hallway"}
+    views = [View(depth=depth, semantic=sem, objects=objects)]
+    cap = make_captioner("semantic", beyond=True).caption(views)[0]
+    assert cap.text == (
+        "A kitchen with a white fridge on the right, a doorway on the left to a hallway."
+    )
+    assert cap.room == "kitchen" and cap.beyond == "hallway"
+    assert type(cap).from_dict(cap.to_dict()) == cap
+    assert make_captioner("semantic", beyond=True).identity != make_captioner("semantic").identity
+    sem[5:12, 0:5] = 0  # no doorway in view: no room beyond either
+    assert make_captioner("semantic", beyond=True).caption(views)[0].beyond is None
 
 
 @pytest.fixture(scope="module")

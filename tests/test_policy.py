@@ -128,6 +128,117 @@ def test_distances_prompt_adds_each_objects_metres():
     assert candidate_line(plain, "distances") == candidate_line(plain, "compact")
 
 
+def _structured_candidate(index, room, mentions, doorway=None):
+    from vlnav.perception.base import Mention
+
+    ms = [Mention(cat, col, dist, side) for cat, col, dist, side in mentions]
+    text = f"A {room} with " + " and ".join(f"a {m.name} on the {m.side}" for m in ms) + "."
+    if doorway:
+        text = text[:-1] + f", a doorway on the {doorway}."
+    cap = Caption(text, ms, room=room, doorway=bool(doorway))
+    return Candidate(index, 30.0 * index, 0.0, [0.0, 0.0, 0.0], 2.0, cap)
+
+
+def test_matched_prompt_marks_the_instructions_landmarks_in_order():
+    from vlnav.policy.prompt import landmark_marks
+
+    instr = "Leave the kitchen, walk past the couch and stop at the white fridge."
+    marks = landmark_marks(instr)
+    # synonyms name their category ("couch" is the sofa); the last landmark is lmlast; a
+    # colour in the instruction marks only objects of that colour
+    assert marks == {"kitchen": "lm1", "sofa": "lm2", "white fridge": "lmlast"}
+    c = _structured_candidate(
+        3, "kitchen", [("fridge", "white", 2.4, "left"), ("desk", "red", 0.6, "ahead")], "right"
+    )
+    line = candidate_line(c, "matched", marks)
+    assert line == "kitchen lm1 white fridge left 2 lmlast , red desk ahead 1 , doorway right <D>"
+    other = _structured_candidate(3, "office", [("fridge", "black", 2.4, "left")])
+    assert candidate_line(other, "matched", marks) == "office black fridge left 2 <D>"
+    # the room seen through a doorway (semantic captioner, beyond=True) is marked too
+    c.caption.beyond = "living room"
+    line = candidate_line(c, "matched", landmark_marks("Go into the living room."))
+    assert line.endswith("doorway right living room lmlast <D>")
+    # without marks (or for another style) the line is the distances line
+    assert candidate_line(c, "matched", {}) == candidate_line(c, "distances")
+    # "the table" may be any table: each one is marked
+    assert set(landmark_marks("Walk to the table.")) == {"coffee table", "dining table", "desk"}
+    # an instruction naming nothing marks nothing
+    assert landmark_marks("Walk forward and stop.") == {}
+
+
+def test_matched_prompt_is_what_every_decision_path_encodes():
+    """Training (episode_tensors), one episode (EpisodeContext) and the batched decider all
+    see the marks of their own episode's instruction."""
+    cands = [
+        _structured_candidate(0, "kitchen", [("fridge", "white", 2.0, "ahead")]),
+        _structured_candidate(4, "bedroom", [("bed", "red", 3.0, "left")], "left"),
+    ]
+    obs = TextObservation("s", [0.0, 0.0, 0.0], 0.0, cands)
+    episodes = [
+        ("Walk into the bedroom and stop by the red bed.", [Decision(obs, LABELS[4])]),
+        ("Walk to the white fridge and stop.", [Decision(obs, LABELS[0])]),
+    ]
+    texts = [i for i, _ in episodes] + [c.caption.text for c in cands]
+    tok = build_tokenizer(texts, ["lm1", "lm2", "lmlast", "2", "3"])
+    torch.manual_seed(0)
+    cfg = PolicyConfig(layers=1, hidden=32, heads=2, intermediate=64, prompt="matched")
+    pol = NavPolicy.create(cfg, tok).eval()
+    item = pol.episode_tensors(*episodes[0])
+    text = pol.tokenizer.decode(item["input_ids"])
+    assert "bedroom lm1 red bed left 3 lmlast" in text and "fridge ahead 2 <A>" in text
+    bd = BatchDecider(pol, 2)
+    ref = []
+    for slot, (instr, ds) in enumerate(episodes):
+        ref.append(EpisodeContext(pol, instr).scores(ds[0])[0])
+        bd.start(slot, instr)
+    out = bd.decide({0: episodes[0][1][0], 1: episodes[1][1][0]})
+    for slot in (0, 1):
+        fin = np.isfinite(ref[slot])
+        assert np.allclose(out[slot][1][fin], ref[slot][fin], atol=1e-4)
+    # the two instructions mark different lines, so the same view scores differently
+    assert not np.allclose(ref[0][np.isfinite(ref[0])], ref[1][np.isfinite(ref[1])])
+
+
+def test_word_permutation_augmentation_keeps_the_task(corpus):
+    from vlnav.policy.augment import WordPermuter, word_classes
+
+    nouns, colours = word_classes()
+    assert {"sofa", "couch", "kitchen", "fridge"} <= set(nouns) and "room" not in nouns
+    assert {"red", "white"} <= set(colours) and "light" not in colours
+    assert not {"left", "right", "ahead", "stop", "doorway", "walk"} & set(nouns + colours)
+    pol = tiny_policy(corpus)
+    perm = WordPermuter(pol.tokenizer)
+    table = perm.table(np.random.default_rng(0))
+    assert sorted(table.tolist()) == list(range(len(table)))  # a bijection
+    vocab = pol.tokenizer.get_vocab()
+    moved = {w for w, i in vocab.items() if table[i] != i}
+    assert moved and moved <= set(nouns) | set(colours)
+    for w in ("red", "sofa"):  # a class is permuted within itself
+        j = int(table[vocab[w]])
+        other = pol.tokenizer.convert_ids_to_tokens(j)
+        assert (other in colours) == (w in colours)
+    assert all(table[int(i)] == i for i in pol.label_ids)  # labels never move
+    # the same sequence, augmented: same length and answers, the words replaced consistently
+    instr, ds = corpus[0]
+    item = pol.episode_tensors(instr, ds)
+    ids = np.asarray(item["input_ids"])
+    aug = table[ids]
+    assert len(aug) == len(ids) and (aug[item["ans"]] == ids[item["ans"]]).all()
+    assert (aug != ids).any()
+    assert not np.array_equal(table, perm.table(np.random.default_rng(1)))
+    # the training config checks its range and refuses it together with visual fusion
+    from vlnav.config import ConfigError
+    from vlnav.train import load_train_config
+
+    with pytest.raises(ConfigError, match="augment"):
+        load_train_config(ROOT / "configs/langnav-small.yaml", ["data.augment=1.5"])
+    with pytest.raises(ConfigError, match="augment needs policy.fusion: none"):
+        load_train_config(
+            ROOT / "configs/langnav-small.yaml",
+            ["data.augment=0.5", "policy.fusion=add", "features=learned:x"],
+        )
+
+
 def test_controller_turns_the_short_way_then_walks():
     assert candidate_actions(0, 1.0) == [MOVE_FORWARD] * 4
     assert candidate_actions(2, 0.5) == [TURN_LEFT] * 4 + [MOVE_FORWARD] * 2  # 60 left
@@ -160,8 +271,14 @@ def test_scores_only_available_labels_and_kv_cache_matches_full_pass(corpus):
         assert np.allclose(a[fin], b[fin], atol=1e-4)
 
 
-def test_batched_decisions_equal_single_episode_decisions(corpus):
+@pytest.mark.parametrize("packed", [True, False])
+def test_batched_decisions_equal_single_episode_decisions(corpus, packed):
+    """Both batched paths: the packed Llama path (vlnav.policy.packed) and the model's own
+    padded forward."""
+    from vlnav.policy import packed as fast
+
     pol = tiny_policy(corpus)
+    assert fast.supports(pol.lm)
     ref = []
     for instr, ds in corpus:
         ctx, r = EpisodeContext(pol, instr), []
@@ -169,7 +286,8 @@ def test_batched_decisions_equal_single_episode_decisions(corpus):
             r.append(ctx.scores(d)[0])
             ctx.commit(d.label)
         ref.append(r)
-    bd = BatchDecider(pol, len(corpus))
+    bd = BatchDecider(pol, len(corpus), packed=packed)
+    assert (bd.fast is not None) == packed
     for i, (instr, _) in enumerate(corpus):
         bd.start(i, instr)
     for t in range(max(len(ds) for _, ds in corpus)):
@@ -312,3 +430,94 @@ def test_two_training_processes_take_the_same_steps_as_one(tmp_path):
     a, b = _weights(tmp_path / "one" / "policy"), _weights(tmp_path / "two" / "policy")
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-4), k
+
+
+def test_expert_rates_every_near_best_candidate_good(tiny_env, tiny_episodes):
+    """On a real house: the expert's good answers are its label plus every candidate whose
+    waypoint ends within 0.5 m (geodesic) of the best one's, and they survive the JSON."""
+    from vlnav.episodes import load_episodes
+    from vlnav.evaluate import run_episode
+    from vlnav.perception.base import make_captioner
+    from vlnav.policy.agent import DecisionAgent
+    from vlnav.sim.base import make_simulator
+    from vlnav.train import _decisions_to_json, _json_to_decisions
+
+    eps = load_episodes(tiny_env.episodes_path("val_unseen")).episodes[:3]
+    sim = make_simulator("builtin", tiny_env, sensors=())
+    agent = DecisionAgent(make_captioner("semantic"), record=True, max_decisions=8)
+    several = 0
+    try:
+        for i, ep in enumerate(eps):
+            run_episode(sim, ep, agent, 300, seed=i)
+            assert agent.decisions and agent.decisions[-1].label == STOP_LABEL
+            for d in agent.decisions:
+                assert d.label in d.good and set(d.good) <= set(labels_of(d.obs))
+                if d.label == STOP_LABEL:
+                    assert d.good == [STOP_LABEL]
+                    continue
+                dist = {
+                    LABELS[c.index]: sim.geodesic_distance(c.waypoint, ep.goal_position)
+                    for c in d.obs.candidates
+                }
+                best = dist[d.label]
+                d0 = sim.geodesic_distance(d.obs.position, ep.goal_position)
+                assert best == min(dist.values())
+                for lab, x in dist.items():
+                    ok = lab == d.label or (x <= best + 0.5 and x < d0 - 0.5)
+                    assert (lab in d.good) == ok, lab
+                # stopping is good too within 2 m of the goal (a 3 m success radius)
+                assert (STOP_LABEL in d.good) == (d0 <= 2.0)
+                several += len(d.good) > 1
+            _, back = _json_to_decisions(
+                json.loads(json.dumps(_decisions_to_json(ep.instruction_text, i, agent.decisions)))
+            )
+            assert [d.good for d in back] == [d.good for d in agent.decisions]
+    finally:
+        sim.close()
+    assert several > 0, "neighbouring views should sometimes tie"
+
+
+def test_good_answers_loss_is_their_total_probability(corpus):
+    pol = tiny_policy(corpus)
+    instr, ds = corpus[1]
+    d = ds[0]
+    two = labels_of(d.obs)[:2]
+    ds = [Decision(d.obs, two[0], good=two), *ds[1:]]
+    batch = collate([pol.episode_tensors(instr, ds)], pol.tokenizer.pad_token_id)
+    with torch.no_grad():
+        best, acc_best = pol(batch, 0.0, "best")
+        good, acc_good = pol(batch, 0.0, "good")
+        ctx = EpisodeContext(pol, instr)
+        logp = [ctx.scores(ds[0])[0]]
+        ctx.commit(ds[0].label)
+        for x in ds[1:]:
+            logp.append(ctx.scores(x)[0])
+            ctx.commit(x.label)
+    k = [pol.label_index(lab) for lab in two]
+    ref_good = -np.log(np.exp(logp[0][k]).sum())
+    ref_good += sum(-lp[pol.label_index(x.label)] for lp, x in zip(logp[1:], ds[1:]))
+    ref_best = sum(-lp[pol.label_index(x.label)] for lp, x in zip(logp, ds))
+    assert float(good) == pytest.approx(ref_good / len(ds), abs=1e-4)
+    assert float(best) == pytest.approx(ref_best / len(ds), abs=1e-4)
+    assert float(good) < float(best) and float(acc_good) >= float(acc_best)
+
+
+def test_expert_collection_in_two_processes_writes_the_same_file(tmp_path):
+    """``collect_workers: 2`` walks the expert episodes in two processes and writes what one
+    process writes, in the same order, also when it resumes a partial file."""
+    from vlnav.train import Trainer, load_train_config
+
+    cmd = _train_cmd(tmp_path / "data", tmp_path / "run")
+    sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--set"]
+    cfg = load_train_config(ROOT / "configs/langnav-small.yaml", sets)
+    tr = Trainer(cfg, progress=False)
+    eps = tr.episodes()
+    assert len(eps) == 8
+    one, two, resumed = tmp_path / "one.jsonl", tmp_path / "two.jsonl", tmp_path / "res.jsonl"
+    tr.collect(one, eps)
+    tr.collect(two, eps, workers=2)
+    lines = one.read_text().splitlines()
+    assert len(lines) == 8 and two.read_text().splitlines() == lines
+    resumed.write_text("\n".join(lines[:3]) + "\n")
+    tr.collect(resumed, eps, workers=2)
+    assert resumed.read_text().splitlines() == lines

@@ -36,6 +36,7 @@ from vlnav import VlnavError
 from vlnav.config import (
     ConfigError,
     EnvConfig,
+    check_choice,
     check_range,
     load_config,
 )
@@ -50,9 +51,13 @@ class DataConfig:
     imagined: str | None = (
         None  # JSONL of imagined text trajectories (vlnav instruct --mode imagine)
     )
+    # fraction of training sequences whose object, room and colour words are permuted
+    # (vlnav/policy/augment.py): the answers stay right, memorised houses stop helping
+    augment: float = 0.0
 
     def __post_init__(self) -> None:
         check_range("max_episodes", self.max_episodes, 1, 10_000_000)
+        check_range("augment", self.augment, 0.0, 1.0)
 
 
 @dataclass
@@ -64,8 +69,12 @@ class OptimConfig:
     warmup: int = 50
     grad_clip: float = 1.0
     lm_loss: float = 0.0  # weight of the next-token loss on the whole sequence (0: off)
+    # decision targets: "best" = the expert's label; "good" = any label whose waypoint is
+    # within 0.5 m (geodesic) of the best one's (neighbouring views are often as good)
+    answers: str = "best"
 
     def __post_init__(self) -> None:
+        check_choice("answers", self.answers, ("best", "good"))
         check_range("steps", self.steps, 0, 10_000_000)
         check_range("batch_size", self.batch_size, 1, 4096)
         check_range("lr", self.lr, 1e-7, 1.0)
@@ -100,6 +109,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 20
     threads: int = 0  # torch threads (0: torch's default)
+    collect_workers: int = 1  # processes walking the expert episodes (the file is the same)
     captioner: CaptionerConfig = field(default_factory=CaptionerConfig)
     features: str | None = None  # visual feature encoder for fusion, e.g. "learned:<ckpt>"
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -110,8 +120,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_range("max_decisions", self.max_decisions, 1, 200)
         check_range("checkpoint_every", self.checkpoint_every, 1, 10_000_000)
+        check_range("collect_workers", self.collect_workers, 1, 256)
         if self.policy.fusion != "none" and not self.features:
             raise ConfigError("policy.fusion needs features: <encoder> (e.g. learned:<checkpoint>)")
+        if self.data.augment and self.policy.fusion != "none":
+            raise ConfigError(
+                "data.augment needs policy.fusion: none (a permuted word would no longer "
+                "match its view's visual features)"
+            )
 
     def env_config(self) -> EnvConfig:
         return load_config(EnvConfig, self.env, self.env_overrides)
@@ -131,6 +147,7 @@ def _decisions_to_json(instruction: str, episode_id: Any, decisions: list) -> di
                 "obs": d.obs.to_dict(),
                 "label": d.label,
                 "features": None if d.features is None else np.asarray(d.features).tolist(),
+                "good": d.good,
             }
             for d in decisions
         ],
@@ -146,6 +163,7 @@ def _json_to_decisions(item: dict[str, Any]) -> tuple[str, list]:
             TextObservation.from_dict(d["obs"]),
             d["label"],
             None if d.get("features") is None else np.asarray(d["features"], np.float32),
+            d.get("good"),
         )
         for d in item["decisions"]
     ]
@@ -197,62 +215,55 @@ class Trainer:
 
         return ObservationCache(self.out / "obs_cache.sqlite")
 
-    def collect(self, path: Path, episodes: list, choose_factory=None, desc: str = "") -> None:
-        """Walk ``episodes`` at the decision level, appending expert-labelled decisions."""
-        from tqdm import tqdm
+    def collect(
+        self,
+        path: Path,
+        episodes: list,
+        choose_factory=None,
+        desc: str = "",
+        workers: int = 1,
+    ) -> None:
+        """Walk ``episodes`` at the decision level, appending expert-labelled decisions.
 
-        from vlnav.evaluate import run_episode
-        from vlnav.policy.agent import DecisionAgent
-        from vlnav.sim.base import make_simulator
+        With ``workers > 1`` (expert data only: ``choose_factory`` None) the episodes are
+        walked by that many ``spawn``-ed processes; the file is still written in episode
+        order, so it is the same file one process writes, and a killed run resumes."""
+        from tqdm import tqdm
 
         path.parent.mkdir(parents=True, exist_ok=True)
         done = {r["episode_id"] for r in read_jsonl(path)}
         todo = [e for e in episodes if str(e.episode_id) not in done]
         if not todo:
             return
-        sim = make_simulator(self.env.backend, self.env, sensors=())
-        cache = self._cache()
-        agent = DecisionAgent(
-            self._captioner(),
-            choose=None,
-            record=True,
-            max_decisions=self.cfg.max_decisions,
-            success_radius=self.env.episodes.success_radius,
-            features=self._features(),
-            cache=cache,
-            turn_angle=self.env.agent.turn_angle,
-            forward_step=self.env.agent.forward_step,
-        )
-        import torch
-
-        from vlnav.metrics import compute_metrics
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # small incremental forwards: more threads only contend
         success = []
-        try:
-            with open(path, "a") as fh:
-                for ep in tqdm(todo, desc=desc, disable=not self.progress, mininterval=1.0):
-                    seed = int(ep.episode_id) if str(ep.episode_id).isdigit() else 0
-                    if choose_factory is not None:
-                        agent.choose = choose_factory(ep, seed)
-                    rec = run_episode(
-                        sim,
-                        ep,
-                        agent,
-                        self.env.agent.max_steps,
-                        seed=seed,
-                        success_radius=self.env.episodes.success_radius,
-                    )
-                    success.append(compute_metrics(rec)["SR"])
-                    item = _decisions_to_json(ep.instruction_text, ep.episode_id, agent.decisions)
-                    item["SR"] = success[-1]
-                    fh.write(json.dumps(item) + "\n")
-                    fh.flush()
-        finally:
-            torch.set_num_threads(threads)
-            sim.close()
-            cache.close()
+        bar = tqdm(total=len(todo), desc=desc, disable=not self.progress, mininterval=1.0)
+        with open(path, "a") as fh:
+
+            def write(item: dict[str, Any]) -> None:
+                success.append(item["SR"])
+                fh.write(json.dumps(item) + "\n")
+                fh.flush()
+                bar.update(1)
+
+            if workers > 1 and choose_factory is None and len(todo) > 1:
+                import multiprocessing as mp
+
+                size = max(1, min(10, len(todo) // (4 * workers)))
+                chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+                ctx = mp.get_context("spawn")
+                init = (self.cfg, self.env)
+                with ctx.Pool(workers, _init_collector, init) as pool:
+                    for items in pool.imap(_collect_chunk, chunks):  # in order
+                        for item in items:
+                            write(item)
+            else:
+                walker = _Collector(self, choose_factory)
+                try:
+                    for ep in todo:
+                        write(walker.rollout(ep))
+                finally:
+                    walker.close()
+        bar.close()
         print(f"[train] {desc}: {len(success)} rollouts, SR {np.mean(success):.3f}")
 
     # ------------------------------------------------------------------ run
@@ -267,7 +278,12 @@ class Trainer:
         print(f"[train] {len(episodes)} training episodes; run folder {self.out}")
         # under `accelerate launch`, the main process collects; the others then find it done
         with _main_process_first():
-            self.collect(data_dir / "expert.jsonl", episodes, desc="expert data")
+            self.collect(
+                data_dir / "expert.jsonl",
+                episodes,
+                desc="expert data",
+                workers=cfg.collect_workers,
+            )
         corpus = [_json_to_decisions(r) for r in read_jsonl(data_dir / "expert.jsonl")]
         if cfg.data.imagined:
             corpus += load_imagined(cfg.data.imagined)
@@ -393,6 +409,11 @@ class Trainer:
             disable=not self.progress or not acc.is_main_process,
             mininterval=1.0,
         )
+        permuter = None
+        if cfg.data.augment > 0:
+            from vlnav.policy.augment import WordPermuter
+
+            permuter = WordPermuter(policy.tokenizer)
         model.train()
         tokens, t_log = 0, time.time()
         while step < end:
@@ -408,15 +429,23 @@ class Trainer:
             # processes take exactly the step one process takes
             n_all = sum(len(items[i]["ans"]) for i in idx)
             n_dec = sum(len(items[i]["ans"]) for i in shard)
+            # which episodes are augmented, and how, depends on (seed, step, episode) only,
+            # so that P processes and a resumed run draw what one uninterrupted process draws
+            augmented = np.random.default_rng([cfg.seed, step, 1]).random(len(idx))
+            augmented = (augmented < cfg.data.augment)[acc.process_index :: acc.num_processes]
             opt.zero_grad(set_to_none=True)
             loss_sum, acc_sum = 0.0, 0.0
             for j, i in enumerate(shard):
                 batch = collate([items[i]], policy.tokenizer.pad_token_id)
+                if permuter is not None and augmented[j]:
+                    rng_i = np.random.default_rng([cfg.seed, step, 2, int(i)])
+                    table = torch.from_numpy(permuter.table(rng_i))
+                    batch["input_ids"] = table[batch["input_ids"]]
                 batch = {k: v.to(acc.device) for k, v in batch.items()}
                 # under DDP, gradients are all-reduced once, after the last micro-batch
                 sync = j == len(shard) - 1 or acc.num_processes == 1
                 with contextlib.nullcontext() if sync else acc.no_sync(model):
-                    loss, accuracy = model(batch, cfg.optim.lm_loss)
+                    loss, accuracy = model(batch, cfg.optim.lm_loss, cfg.optim.answers)
                     acc.backward(loss * (len(items[i]["ans"]) * acc.num_processes / n_all))
                 w = len(items[i]["ans"]) / n_dec  # this process's share, for the log
                 loss_sum += loss.item() * w
@@ -441,6 +470,75 @@ class Trainer:
         if writer is not None:
             writer.close()
         model.eval()
+
+
+class _Collector:
+    """One process's simulator, captioner and decision agent for collecting episodes."""
+
+    def __init__(self, trainer: Trainer, choose_factory=None) -> None:
+        import torch
+
+        from vlnav.policy.agent import DecisionAgent
+        from vlnav.sim.base import make_simulator
+
+        self.trainer, self.choose_factory = trainer, choose_factory
+        env, cfg = trainer.env, trainer.cfg
+        self.sim = make_simulator(env.backend, env, sensors=())
+        self.cache = trainer._cache()
+        self.agent = DecisionAgent(
+            trainer._captioner(),
+            choose=None,
+            record=True,
+            max_decisions=cfg.max_decisions,
+            success_radius=env.episodes.success_radius,
+            features=trainer._features(),
+            cache=self.cache,
+            turn_angle=env.agent.turn_angle,
+            forward_step=env.agent.forward_step,
+        )
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # small incremental forwards: more threads only contend
+
+    def rollout(self, ep) -> dict[str, Any]:
+        from vlnav.evaluate import run_episode
+        from vlnav.metrics import compute_metrics
+
+        env = self.trainer.env
+        seed = int(ep.episode_id) if str(ep.episode_id).isdigit() else 0
+        if self.choose_factory is not None:
+            self.agent.choose = self.choose_factory(ep, seed)
+        rec = run_episode(
+            self.sim,
+            ep,
+            self.agent,
+            env.agent.max_steps,
+            seed=seed,
+            success_radius=env.episodes.success_radius,
+        )
+        item = _decisions_to_json(ep.instruction_text, ep.episode_id, self.agent.decisions)
+        item["SR"] = compute_metrics(rec)["SR"]
+        return item
+
+    def close(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)
+        self.sim.close()
+        self.cache.close()
+
+
+_COLLECTOR: dict[str, _Collector] = {}
+
+
+def _init_collector(cfg: TrainConfig, env: EnvConfig) -> None:
+    trainer = Trainer.__new__(Trainer)  # no run folder writes: the main process made it
+    trainer.cfg, trainer.env, trainer.progress = cfg, env, False
+    trainer.out = Path(cfg.out)
+    _COLLECTOR["c"] = _Collector(trainer)
+
+
+def _collect_chunk(episodes: list) -> list[dict[str, Any]]:
+    return [_COLLECTOR["c"].rollout(ep) for ep in episodes]
 
 
 @contextlib.contextmanager
@@ -518,6 +616,9 @@ def _asset_words() -> list[str]:
     for k in range(1, 12):
         out.update(words(f"{30 * k} degree left right front back"))
     out.update(str(k) for k in range(0, 31))  # distances in whole metres
+    from vlnav.policy.prompt import mark_words
+
+    out.update(mark_words())  # the matched prompt's landmark marks
     return sorted(out)
 
 

@@ -56,6 +56,7 @@ class Caption:
     mentions: list[Mention] = field(default_factory=list)
     room: str | None = None
     doorway: bool = False
+    beyond: str | None = None  # the room type seen through the doorway, when another
 
     def details(self) -> list[str]:
         return [m.detail() for m in self.mentions]
@@ -66,6 +67,7 @@ class Caption:
             "room": self.room,
             "doorway": self.doorway,
             "mentions": [m.__dict__ for m in self.mentions],
+            **({"beyond": self.beyond} if self.beyond else {}),
         }
 
     @classmethod
@@ -75,6 +77,7 @@ class Caption:
             room=d.get("room"),
             doorway=bool(d.get("doorway", False)),
             mentions=[Mention(**m) for m in d.get("mentions", [])],
+            beyond=d.get("beyond"),
         )
 
 

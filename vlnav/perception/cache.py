@@ -24,7 +24,8 @@ class ObservationCache:
         self.pos_res = pos_res
         self.deg_res = deg_res
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False)
+        # several processes (evaluation and collection workers) may share one file
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=120)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS obs (key TEXT PRIMARY KEY, identity TEXT, value BLOB)"
         )

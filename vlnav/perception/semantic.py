@@ -3,7 +3,9 @@
 Deterministic and exact: the room type comes from the floor that covers most of the view,
 objects are ranked by visible area and nearness, each with its colour, rough distance and
 side (left / ahead / right, by thirds of the image). Output is capped (``max_objects``) so a
-12-view observation stays compact for a small language model.
+12-view observation stays compact for a small language model. With ``beyond=True`` a doorway
+also names the room seen through it (the largest floor of another room type in view): "a
+doorway on the left to a kitchen", as a person describing the view would.
 """
 
 from __future__ import annotations
@@ -35,14 +37,22 @@ class SemanticCaptioner:
     name = "semantic"
     needs = ("semantic", "depth")
 
-    def __init__(self, max_objects: int = 3, min_area: float = 0.003, max_distance: float = 8.0):
+    def __init__(
+        self,
+        max_objects: int = 3,
+        min_area: float = 0.003,
+        max_distance: float = 8.0,
+        beyond: bool = False,
+    ):
         self.max_objects = max_objects
         self.min_area = min_area
         self.max_distance = max_distance
+        self.beyond = beyond
 
     @property
     def identity(self) -> str:
-        return f"semantic-v1-k{self.max_objects}-a{self.min_area}-d{self.max_distance}"
+        ident = f"semantic-v1-k{self.max_objects}-a{self.min_area}-d{self.max_distance}"
+        return ident + ("-beyond" if self.beyond else "")
 
     def caption(self, views: list[View]) -> list[Caption]:
         return [self._one(v) for v in views]
@@ -83,11 +93,19 @@ class SemanticCaptioner:
         cands.sort(key=lambda t: (-t[0], t[1].instance_id))
         mentions = [m for _, m in cands[: self.max_objects]]
         room = max(floor_area, key=lambda k: floor_area[k]) if floor_area else None
+        beyond = None
+        if self.beyond and doorway is not None:
+            others = {k: a for k, a in floor_area.items() if k != room and a >= self.min_area}
+            beyond = max(others, key=lambda k: others[k]) if others else None
         return Caption(
-            self._sentence(room, mentions, doorway, depth), mentions, room, doorway is not None
+            self._sentence(room, mentions, doorway, depth, beyond),
+            mentions,
+            room,
+            doorway is not None,
+            beyond,
         )
 
-    def _sentence(self, room, mentions, doorway, depth) -> str:
+    def _sentence(self, room, mentions, doorway, depth, beyond=None) -> str:
         if room is None:
             near = float(np.median(depth[depth > 0])) if (depth > 0).any() else 0.0
             head = f"A wall {near:.0f} m ahead" if near >= 1.5 else "A wall close ahead"
@@ -101,4 +119,6 @@ class SemanticCaptioner:
             )
         if doorway is not None:
             text += f", a doorway {_where(doorway)}"
+            if beyond:
+                text += f" to {article(beyond)} {beyond}"
         return text + "."

@@ -18,7 +18,7 @@ from vlnav import VlnavError
 from vlnav.perception.base import make_captioner
 from vlnav.perception.candidates import TextObservation, TextObserver
 from vlnav.policy.controller import candidate_actions
-from vlnav.policy.expert import expert_label
+from vlnav.policy.expert import expert_answers
 from vlnav.policy.model import NavPolicy
 from vlnav.policy.prompt import LABELS, STOP_LABEL, Decision, header_text
 from vlnav.sim.base import MOVE_FORWARD, STOP, AgentState
@@ -33,6 +33,7 @@ class EpisodeContext:
         self.policy = policy
         self.device = next(policy.parameters()).device
         self.pending = policy.encode(header_text(instruction))
+        self.marks = policy.marks(instruction)
         self.past: Any = None
         self.pos = 0
 
@@ -40,7 +41,7 @@ class EpisodeContext:
     def scores(self, decision: Decision) -> tuple[np.ndarray, list[bool]]:
         """Label log-probabilities (13,) for this decision (-inf where unavailable)."""
         pol, dev = self.policy, self.device
-        ids, views, avail, labpos = pol.encode_step_full(decision)
+        ids, views, avail, labpos = pol.encode_step_full(decision, self.marks)
         seq = self.pending + ids
         views = [-1] * len(self.pending) + views
         if self.pos + len(seq) + 1 > pol.config.max_len:
@@ -145,7 +146,7 @@ class DecisionAgent:
         obs = self.observer.observe(self.scene)
         d = Decision(obs, STOP_LABEL, self._features(obs))
         if self.record:
-            d.label = expert_label(self.sim, obs, self.goal, self.success_radius)
+            d.label, d.good = expert_answers(self.sim, obs, self.goal, self.success_radius)
             self.decisions.append(d)
         return d
 

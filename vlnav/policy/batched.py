@@ -20,21 +20,31 @@ from vlnav.policy.prompt import LABELS, STOP_LABEL, Decision, header_text
 
 
 class BatchDecider:
-    """Decisions for ``n`` episodes at once (episodes keep their slot until ``reset``)."""
+    """Decisions for ``n`` episodes at once (episodes keep their slot until ``reset``).
 
-    def __init__(self, policy: NavPolicy, n: int) -> None:
+    Llama-architecture LMs take the packed path (``vlnav.policy.packed``: no compute spent
+    on padding) unless ``packed=False``; other models the model's own forward."""
+
+    def __init__(self, policy: NavPolicy, n: int, packed: bool = True) -> None:
+        from vlnav.policy import packed as fast
+
         self.policy = policy
         self.n = n
+        self.fast = fast.PackedLlama(policy.lm, n) if packed and fast.supports(policy.lm) else None
         self.past: Any = None
         self.mask = torch.zeros((n, 0), dtype=torch.long)  # (n, cache length)
         self.pos = [0] * n
         self.pending: list[list[int]] = [[] for _ in range(n)]
+        self.marks: list[dict[str, str] | None] = [None] * n
 
     def start(self, slot: int, instruction: str) -> None:
         """Begin an episode in ``slot`` (its earlier cache entries are masked out)."""
         self.mask[slot] = 0
         self.pos[slot] = 0
+        if self.fast is not None:
+            self.fast.reset(slot)
         self.pending[slot] = self.policy.encode(header_text(instruction))
+        self.marks[slot] = self.policy.marks(instruction)
 
     @torch.no_grad()
     def decide(self, decisions: dict[int, Decision]) -> dict[int, tuple[str, np.ndarray]]:
@@ -43,7 +53,7 @@ class BatchDecider:
         slots = sorted(decisions)
         segs, views, avails, labs = {}, {}, {}, {}
         for s in slots:
-            ids, v, av, lp = pol.encode_step_full(decisions[s])
+            ids, v, av, lp = pol.encode_step_full(decisions[s], self.marks[s])
             labs[s] = [len(self.pending[s]) + max(p, 0) for p in lp]
             segs[s] = self.pending[s] + ids
             views[s] = [-1] * len(self.pending[s]) + v
@@ -67,11 +77,14 @@ class BatchDecider:
             for s in slots:
                 if decisions[s].features is not None:
                     feats[s, 0] = torch.as_tensor(np.asarray(decisions[s].features, np.float32))
-        mask = torch.cat([self.mask, new_mask], dim=1)
-        hidden, self.past = pol.step_logits(
-            ids, vw, torch.zeros_like(ids), feats, mask, pos, self.past
-        )
-        self.mask = mask
+        if self.fast is not None:
+            emb = pol.embed(ids, vw, torch.zeros_like(ids), feats)
+            hidden = self.fast.forward(emb, new_mask, pos)
+        else:
+            self.mask = torch.cat([self.mask, new_mask], dim=1)
+            hidden, self.past = pol.step_logits(
+                ids, vw, torch.zeros_like(ids), feats, self.mask, pos, self.past
+            )
         out = {}
         for s in slots:
             k = len(segs[s])

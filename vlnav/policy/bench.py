@@ -2,7 +2,8 @@
 
 * training tokens/s of the policy, and its model FLOP utilisation (MFU): achieved training
   FLOP/s (6 x parameters x tokens, plus attention) over this CPU's measured fp32 matmul peak;
-* decisions/s at batch 1 (one episode, KV cache) and batch 32 (``BatchDecider``);
+* decisions/s at batch 1 (one episode, KV cache) and batch 32 (``BatchDecider``: the packed
+  path, the padded one, and the packed one on all cores), in float32 and bfloat16;
 * wall time of evaluating a 1,839-episode split (the size of R2R-CE val-unseen) with
   ``workers`` processes, through ``vlnav.evaluate``.
 """
@@ -10,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -60,8 +62,11 @@ def training_throughput(policy: Any, items: list, steps: int = 10, batch: int = 
     return {"tokens_per_s": tokens / dt, "train_flops_per_s": flops / dt, "params": n_params}
 
 
-def decision_rate(policy: Any, corpus: list, batch: int, rounds: int = 4) -> float:
-    """Decisions/s with ``batch`` episodes decided together (rounds of one decision each)."""
+def decision_rate(
+    policy: Any, corpus: list, batch: int, rounds: int = 4, packed: bool = True
+) -> float:
+    """Decisions/s with ``batch`` episodes decided together (rounds of one decision each);
+    ``packed=False``: the model's own padded forward instead of ``vlnav.policy.packed``."""
     from vlnav.policy.agent import EpisodeContext
     from vlnav.policy.batched import BatchDecider
 
@@ -76,7 +81,7 @@ def decision_rate(policy: Any, corpus: list, batch: int, rounds: int = 4) -> flo
                 ctx.commit(d.label)
                 n += 1
     else:
-        bd = BatchDecider(policy, batch)
+        bd = BatchDecider(policy, batch, packed=packed)
         for i, (instr, _) in enumerate(eps):
             bd.start(i, instr)
         for t in range(rounds):
@@ -136,14 +141,28 @@ def run(
         f"training: {res['tokens_per_s']:,.0f} tokens/s, MFU {100 * res['mfu']:.1f}% "
         f"of {res['matmul_peak_flops_1_thread'] / 1e9:.0f} GFLOP/s (1 thread)"
     )
+    cores = os.cpu_count() or 1
     for dt in ("float32", "bfloat16"):
         policy.to(getattr(torch, dt))
         sfx = "" if dt == "float32" else "_bf16"
-        for b in (1, 32):
-            decision_rate(policy, corpus, b, rounds=1)  # warm-up
-            r = decision_rate(policy, corpus, b)
-            res[f"decisions_per_s_batch{b}{sfx}"] = r
-            print(f"decisions ({dt}): batch {b}: {r:,.1f}/s = {1000 / r:.2f} ms each")
+        for b, packed, threads in ((1, True, 1), (32, False, 1), (32, True, 1), (32, True, cores)):
+            if threads != 1 and cores == 1:
+                continue
+            torch.set_num_threads(threads)
+            decision_rate(policy, corpus, b, rounds=1, packed=packed)  # warm-up
+            r = max(decision_rate(policy, corpus, b, packed=packed) for _ in range(3))
+            key = f"decisions_per_s_batch{b}{sfx}"
+            if b > 1 and not packed:
+                key += "_padded"
+            if threads > 1:
+                key += f"_{threads}threads"
+            res[key] = r
+            how = "" if b == 1 else (" packed" if packed else " padded")
+            print(
+                f"decisions ({dt}, {threads} thread{'s' * (threads > 1)}): batch {b}{how}: "
+                f"{r:,.1f}/s = {1000 / r:.2f} ms each"
+            )
+        torch.set_num_threads(1)
     res["bf16_agreement"] = _agreement(policy, corpus)
     print(f"bfloat16 takes the float32 decision {100 * res['bf16_agreement']:.1f}% of the time")
     policy.to(torch.float32)

@@ -32,6 +32,7 @@ from vlnav.policy.prompt import (
     Decision,
     candidate_line,
     header_text,
+    landmark_marks,
 )
 
 CHECKPOINT_KIND = "vlnav-policy"
@@ -180,13 +181,19 @@ class NavPolicy(nn.Module):
                 self._cache[text] = hit
         return list(hit)
 
-    def encode_step(self, decision: Decision) -> tuple[list[int], list[int], list[bool]]:
+    def marks(self, instruction: str) -> dict[str, str] | None:
+        """The landmark marks of ``instruction`` for the ``matched`` prompt (else None)."""
+        return landmark_marks(instruction) if self.config.prompt == "matched" else None
+
+    def encode_step(
+        self, decision: Decision, marks: dict[str, str] | None = None
+    ) -> tuple[list[int], list[int], list[bool]]:
         """(token ids, view index per token (-1 outside candidates), available labels)."""
-        ids, views, avail, _ = self.encode_step_full(decision)
+        ids, views, avail, _ = self.encode_step_full(decision, marks)
         return ids, views, avail
 
     def encode_step_full(
-        self, decision: Decision
+        self, decision: Decision, marks: dict[str, str] | None = None
     ) -> tuple[list[int], list[int], list[bool], list[int]]:
         """As ``encode_step``, plus each label's token offset in the segment (-1: absent)."""
         obs = decision.obs
@@ -195,7 +202,7 @@ class NavPolicy(nn.Module):
         ids = self.encode("<step>")
         views = [-1] * len(ids)
         for c in obs.candidates:
-            piece = self.encode(candidate_line(c, self.config.prompt))
+            piece = self.encode(candidate_line(c, self.config.prompt, marks))
             if self.config.fusion == "prefix":
                 piece = [self.img_id, *piece]
             ids += piece
@@ -217,11 +224,12 @@ class NavPolicy(nn.Module):
     def episode_tensors(self, instruction: str, decisions: list[Decision]) -> dict[str, Any]:
         """One training sequence: all decisions of an episode, the loss at every ``<ans>``."""
         ids = self.encode(header_text(instruction))
+        marks = self.marks(instruction)
         views = [-1] * len(ids)
         steps = [-1] * len(ids)
-        ans, targets, avail, labpos = [], [], [], []
+        ans, targets, avail, labpos, goods = [], [], [], [], []
         for s, d in enumerate(decisions):
-            sid, sv, av, lp = self.encode_step_full(d)
+            sid, sv, av, lp = self.encode_step_full(d, marks)
             labpos.append([len(ids) + o if o >= 0 else 0 for o in lp])
             ids += sid
             views += sv
@@ -229,6 +237,11 @@ class NavPolicy(nn.Module):
             ans.append(len(ids) - 1)
             targets.append(self.label_index(d.label))
             avail.append(av)
+            good = [False] * len(av)
+            for g in d.good or [d.label]:
+                good[self.label_index(g)] = av[self.label_index(g)]
+            good[targets[-1]] = True
+            goods.append(good)
             ids.append(int(self.label_ids[targets[-1]]))
             views.append(-1)
             steps.append(s)
@@ -244,6 +257,7 @@ class NavPolicy(nn.Module):
             "ans": ans,
             "targets": targets,
             "avail": avail,
+            "good": goods,
             "labpos": labpos,
             "features": feats,
         }
@@ -276,14 +290,19 @@ class NavPolicy(nn.Module):
         return emb
 
     def forward(
-        self, batch: dict[str, torch.Tensor], lm_weight: float = 0.0
+        self, batch: dict[str, torch.Tensor], lm_weight: float = 0.0, answers: str = "best"
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.loss(batch, lm_weight)
+        return self.loss(batch, lm_weight, answers)
 
     def loss(
-        self, batch: dict[str, torch.Tensor], lm_weight: float = 0.0
+        self, batch: dict[str, torch.Tensor], lm_weight: float = 0.0, answers: str = "best"
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean cross-entropy over every decision of the batch, and decision accuracy.
+
+        ``answers="best"``: the expert's label is the target. ``"good"``: every label the
+        expert rates as good (``batch["good"]``: waypoints within its tolerance of the best
+        one's distance to the goal) is right; the loss is minus the log of their total
+        probability, and a decision counts as accurate when it picks any of them.
 
         With ``lm_weight > 0`` the next-token loss over the whole sequence (instruction and
         captions) is added with that weight: language modelling of the observations, as in
@@ -307,8 +326,16 @@ class NavPolicy(nn.Module):
         h_lab = hidden[b[:, None], batch["labpos"]]  # (D, 13, E)
         logits = self._label_logits(h, h_lab)  # (D, 13)
         logits = logits.masked_fill(~batch["avail"], float("-inf"))
-        loss = nn.functional.cross_entropy(logits, batch["targets"])
-        acc = (logits.argmax(-1) == batch["targets"]).float().mean()
+        if answers == "good":
+            # every answer as good as the expert's is right: maximise their total probability
+            good = batch["good"] & batch["avail"]
+            loss = (
+                torch.logsumexp(logits, -1) - torch.logsumexp(logits.masked_fill(~good, -1e9), -1)
+            ).mean()
+            acc = good.gather(1, logits.argmax(-1, keepdim=True)).float().mean()
+        else:
+            loss = nn.functional.cross_entropy(logits, batch["targets"])
+            acc = (logits.argmax(-1) == batch["targets"]).float().mean()
         if lm_weight > 0:
             lm_logits = out.logits[:, :-1]  # (B, T-1, V)
             nxt = batch["input_ids"][:, 1:].masked_fill(mask[:, 1:] == 0, -100)
@@ -438,7 +465,7 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
     views = torch.full((B, T), -1, dtype=torch.long)
     steps = torch.full((B, T), -1, dtype=torch.long)
     mask = torch.zeros((B, T), dtype=torch.long)
-    ans_b, ans_p, targets, avail, labpos = [], [], [], [], []
+    ans_b, ans_p, targets, avail, labpos, good = [], [], [], [], [], []
     for i, it in enumerate(items):
         n = len(it["input_ids"])
         ids[i, :n] = torch.tensor(it["input_ids"])
@@ -449,6 +476,9 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
         ans_p += it["ans"]
         targets += it["targets"]
         avail += it["avail"]
+        good += it.get("good") or [
+            [j == t for j in range(len(a))] for t, a in zip(it["targets"], it["avail"])
+        ]
         labpos += it["labpos"]
     batch = {
         "input_ids": ids,
@@ -460,6 +490,7 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
         "targets": torch.tensor(targets),
         "labpos": torch.tensor(labpos, dtype=torch.long),
         "avail": torch.tensor(avail, dtype=torch.bool),
+        "good": torch.tensor(good, dtype=torch.bool),
     }
     if items[0]["features"] is not None:
         S = max(it["features"].shape[0] for it in items)

@@ -41,12 +41,43 @@ def header_text(instruction: str) -> str:
     return f"<bos> {HEADER} {' '.join(words(instruction))}"
 
 
-PROMPT_STYLES = ("langnav", "compact", "distances")
+PROMPT_STYLES = ("langnav", "compact", "distances", "matched")
+MAX_MARKS = 8  # landmark marks lm1 .. lm8 (later landmarks share lm8)
 # words the compact style drops from a caption: they carry no choice-relevant content
 _FILLER = frozenset(["a", "an", "the", "with", "on", "of", "to", "your", "is", "in", "there"])
 
 
-def candidate_line(c, style: str = "langnav") -> str:
+def landmark_marks(instruction: str) -> dict[str, str]:
+    """The ``matched`` style's marks: each object and room the instruction names -> ``lm<k>``,
+    k its landmark's place in the instruction (the last place where it is named, counted from
+    1), and ``lmlast`` for the final landmark (usually where to stop).
+
+    Keys are room types, object categories, and "<colour> <category>" when the instruction
+    gives a colour (then only an object of that colour is marked). The instruction's phrases
+    are found with the speaker's lexicon, so synonyms and head nouns ("the couch", "the
+    table") mark every category they may name.
+    """
+    from vlnav.instruct.lexicon import Lexicon
+
+    mentions = Lexicon.default().mentions(instruction)
+    marks: dict[str, str] = {}
+    for k, m in enumerate(mentions, 1):
+        word = "lmlast" if k == len(mentions) else f"lm{min(k, MAX_MARKS)}"
+        for t in m.targets:
+            coloured = m.kind == "object" and m.colour
+            marks[f"{m.colour.lower()} {t}" if coloured else t] = word
+    return marks
+
+
+def _mark(marks: dict[str, str], category: str, colour: str | None = None) -> str | None:
+    return (colour and marks.get(f"{colour} {category}")) or marks.get(category)
+
+
+def mark_words() -> list[str]:
+    return [f"lm{k}" for k in range(1, MAX_MARKS + 1)] + ["lmlast"]
+
+
+def candidate_line(c, style: str = "langnav", marks: dict[str, str] | None = None) -> str:
     """One candidate's line, closed by its label token.
 
     ``langnav``: ``to your 30 degree left is , a kitchen with a white fridge on the left . <B>``
@@ -55,10 +86,13 @@ def candidate_line(c, style: str = "langnav") -> str:
     ``distances``: compact, with each mentioned object's distance in whole metres after its
     side (``kitchen white fridge left 2 , doorway ahead <B>``), from the caption's structured
     mentions; captions without them (pixel captioners) read as ``compact``.
+    ``matched``: distances, with each room and object that the instruction names followed by
+    its landmark mark (``marks``, from ``landmark_marks``): ``kitchen lm1 white fridge left 2
+    lmlast <B>``; the policy need not learn to find the instruction's words in each line.
     """
-    if style == "distances" and _has_distances(c.caption):
-        body = _distance_words(c.caption)
-    elif style in ("compact", "distances"):
+    if style in ("distances", "matched") and _has_distances(c.caption):
+        body = _distance_words(c.caption, marks if style == "matched" else None)
+    elif style in ("compact", "distances", "matched"):
         body = [w for w in words(c.caption.text) if w not in _FILLER]
     else:
         body = words(c.to_text(details=False))
@@ -74,24 +108,35 @@ def _has_distances(caption) -> bool:
     )
 
 
-def _distance_words(caption) -> list[str]:
+def _distance_words(caption, marks: dict[str, str] | None = None) -> list[str]:
+    marks = marks or {}
     out = words(caption.room)
+    if _mark(marks, caption.room):
+        out.append(_mark(marks, caption.room))
     for m in caption.mentions:
         out += words(m.name) + ([m.side] if m.side else []) + [str(max(1, round(m.distance)))]
+        if _mark(marks, m.category, m.colour):
+            out.append(_mark(marks, m.category, m.colour))
         out.append(",")
     door = _DOORWAY.search(caption.text.lower())
     if door:
         out += ["doorway", door.group(1)]
+        if caption.beyond:  # the room seen through it
+            out += words(caption.beyond)
+            if _mark(marks, caption.beyond):
+                out.append(_mark(marks, caption.beyond))
     elif out[-1] == ",":
         out.pop()
     return out
 
 
-def step_text(obs: TextObservation, style: str = "langnav") -> str:
+def step_text(
+    obs: TextObservation, style: str = "langnav", marks: dict[str, str] | None = None
+) -> str:
     """The ``<step>`` segment of one decision, ending with ``<ans>``."""
     parts = ["<step>"]
     for c in obs.candidates:
-        parts.append(candidate_line(c, style))
+        parts.append(candidate_line(c, style, marks))
     parts.append(f"stop . {STOP_LABEL} <ans>")
     return " ".join(parts)
 
@@ -108,3 +153,4 @@ class Decision:
     obs: TextObservation
     label: str
     features: object = None  # (12, D) visual features of the panorama, when fused
+    good: list[str] | None = None  # every label as good as ``label`` (None: ``label`` alone)
