@@ -9,16 +9,6 @@ from vlnav.perception.candidates import TextObservation
 from vlnav.policy.prompt import LABELS, STOP_LABEL
 
 
-def expert_label(
-    sim: Any,
-    obs: TextObservation,
-    goal: list[float],
-    success_radius: float = 3.0,
-    stop_distance: float = 1.0,
-) -> str:
-    return expert_answers(sim, obs, goal, success_radius, stop_distance)[0]
-
-
 def expert_answers(
     sim: Any,
     obs: TextObservation,

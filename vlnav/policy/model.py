@@ -50,7 +50,9 @@ class PolicyConfig:
     # how a label is scored at <ans>: "label" = the LM head (static label embeddings);
     # "pointer" = the LM head plus the label's contextual state at the end of its line
     head: str = "pointer"
-    # candidate lines: "langnav" (To your 30 degree left is, <caption>) or "compact"
+    # candidate lines (vlnav/policy/prompt.py): "langnav" (To your 30 degree left is,
+    # <caption>), "compact", "distances" (objects' metres) or "matched" (distances, with the
+    # instruction's landmarks marked)
     prompt: str = "langnav"
     feature_dim: int = 0  # size of the visual features (set from the encoder)
     pretrained: str | None = None  # hub id or local path of a causal LM
