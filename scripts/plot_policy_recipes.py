@@ -1,0 +1,48 @@
+"""The README figure assets/policy_recipes.png: SR and SPL of the policy recipes in the
+README Results table (each from `vlnav eval --split val_unseen --episodes 500` of a
+`vlnav train` run; the figures are copied from those runs' metrics.json)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+rows = [
+    ("previous default\n(distances, best)", 0.242, 0.199),
+    ("+ word permutation", 0.234, 0.201),
+    ("matched\n(landmark marks)", 0.292, 0.228),
+    ("+ good answers", 0.368, 0.273),
+    ("+ colour marks,\nroom beyond", 0.308, 0.245),
+    ("+ Stop good\n≤ 2 m (default)", 0.394, 0.325),
+    ("default without\nroom beyond", 0.348, 0.288),
+    ("default, longer\n(800 + 2×300)", 0.354, 0.292),
+]
+fig, ax = plt.subplots(figsize=(10, 4.2), dpi=110)
+x = range(len(rows))
+w = 0.38
+ax.bar([i - w / 2 for i in x], [r[1] for r in rows], w, label="SR", color="#3b75af")
+ax.bar([i + w / 2 for i in x], [r[2] for r in rows], w, label="SPL", color="#ef8636")
+ax.axhline(0.60, color="#3b75af", ls="--", lw=1)
+ax.axhline(0.50, color="#ef8636", ls="--", lw=1)
+ax.text(len(rows) - 0.5, 0.605, "SR target", ha="right", va="bottom", fontsize=8, color="#3b75af")
+ax.text(len(rows) - 0.5, 0.505, "SPL target", ha="right", va="bottom", fontsize=8, color="#ef8636")
+ax.axhline(0.030, color="grey", ls=":", lw=1)
+ax.text(
+    -0.45,
+    0.036,
+    "random agent SR",
+    fontsize=8,
+    color="grey",
+    bbox=dict(facecolor="white", edgecolor="none", pad=1),
+    zorder=5,
+)
+ax.set_xticks(list(x), [r[0] for r in rows], fontsize=8)
+ax.set_ylim(0, 0.7)
+ax.set_ylabel("500 val_unseen episodes")
+ax.set_title(
+    "Policy recipes (60 houses, 1,800 episodes, 600 + 2 × 200 steps unless noted; one run each, ±0.03 noise)",
+    fontsize=9,
+)
+ax.legend(loc="upper left", fontsize=8)
+fig.tight_layout()
+fig.savefig("assets/policy_recipes.png")
