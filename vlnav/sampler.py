@@ -234,16 +234,25 @@ def _check_fingerprint(config: EnvConfig, force: bool) -> None:
         ) from None
     new = json.loads(json.dumps(_fingerprint(config)))
     if old != new:
+        flat_old, flat_new = _flatten(old), _flatten(new)
         diff = sorted(
-            f"{sec}.{k}"
-            for sec in new
-            for k in (new[sec] if isinstance(new[sec], dict) else [None])
-            if (old.get(sec, {}).get(k) if k else old.get(sec)) != (new[sec][k] if k else new[sec])
+            k for k in flat_old.keys() | flat_new.keys() if flat_old.get(k) != flat_new.get(k)
         )
         raise VlnavError(
             f"{config.data_dir} was generated with other settings ({', '.join(diff)} differ): "
             "use another data_dir, or regenerate with `vlnav episodes sample --force`"
         )
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    """{"scenes": {"train": 60}} -> {"scenes.train": 60}"""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _speaker_instructions(config: EnvConfig, path: Path, split: str) -> Path:

@@ -198,23 +198,6 @@ class Trainer:
         path = self.cfg.data.episodes_file or self.env.episodes_path(self.cfg.data.split)
         return load_episodes(path).episodes[: self.cfg.data.max_episodes]
 
-    def _captioner(self):
-        from vlnav.perception.base import make_captioner
-
-        return make_captioner(self.cfg.captioner.name, **self.cfg.captioner.kwargs)
-
-    def _features(self):
-        if not self.cfg.features:
-            return None
-        from vlnav.policy.features import PanoramaFeatures
-
-        return PanoramaFeatures.from_spec({"encoder": self.cfg.features})
-
-    def _cache(self):
-        from vlnav.perception.cache import ObservationCache
-
-        return ObservationCache(self.out / "obs_cache.sqlite")
-
     def collect(
         self,
         path: Path,
@@ -251,13 +234,13 @@ class Trainer:
                 size = max(1, min(10, len(todo) // (4 * workers)))
                 chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
                 ctx = mp.get_context("spawn")
-                init = (self.cfg, self.env)
+                init = (self.cfg, self.env)  # each worker builds its own _Collector
                 with ctx.Pool(workers, _init_collector, init) as pool:
                     for items in pool.imap(_collect_chunk, chunks):  # in order
                         for item in items:
                             write(item)
             else:
-                walker = _Collector(self, choose_factory)
+                walker = _Collector(self.cfg, self.env, choose_factory)
                 try:
                     for ep in todo:
                         write(walker.rollout(ep))
@@ -339,7 +322,7 @@ class Trainer:
             tok.save_pretrained(tok_dir)
         pcfg = dataclasses.replace(self.cfg.policy)
         if self.cfg.features:
-            pcfg.feature_dim = self._features().dim
+            pcfg.feature_dim = _features(self.cfg).dim
         import torch
 
         torch.manual_seed(self.cfg.seed)
@@ -431,8 +414,9 @@ class Trainer:
             n_dec = sum(len(items[i]["ans"]) for i in shard)
             # which episodes are augmented, and how, depends on (seed, step, episode) only,
             # so that P processes and a resumed run draw what one uninterrupted process draws
-            augmented = np.random.default_rng([cfg.seed, step, 1]).random(len(idx))
-            augmented = (augmented < cfg.data.augment)[acc.process_index :: acc.num_processes]
+            if permuter is not None:
+                draws = np.random.default_rng([cfg.seed, step, 1]).random(len(idx))
+                augmented = (draws < cfg.data.augment)[acc.process_index :: acc.num_processes]
             opt.zero_grad(set_to_none=True)
             loss_sum, acc_sum = 0.0, 0.0
             for j, i in enumerate(shard):
@@ -472,26 +456,35 @@ class Trainer:
         model.eval()
 
 
+def _features(cfg: TrainConfig):
+    if not cfg.features:
+        return None
+    from vlnav.policy.features import PanoramaFeatures
+
+    return PanoramaFeatures.from_spec({"encoder": cfg.features})
+
+
 class _Collector:
     """One process's simulator, captioner and decision agent for collecting episodes."""
 
-    def __init__(self, trainer: Trainer, choose_factory=None) -> None:
+    def __init__(self, cfg: TrainConfig, env: EnvConfig, choose_factory=None) -> None:
         import torch
 
+        from vlnav.perception.base import make_captioner
+        from vlnav.perception.cache import ObservationCache
         from vlnav.policy.agent import DecisionAgent
         from vlnav.sim.base import make_simulator
 
-        self.trainer, self.choose_factory = trainer, choose_factory
-        env, cfg = trainer.env, trainer.cfg
+        self.env, self.choose_factory = env, choose_factory
         self.sim = make_simulator(env.backend, env, sensors=())
-        self.cache = trainer._cache()
+        self.cache = ObservationCache(Path(cfg.out) / "obs_cache.sqlite")
         self.agent = DecisionAgent(
-            trainer._captioner(),
+            make_captioner(cfg.captioner.name, **cfg.captioner.kwargs),
             choose=None,
             record=True,
             max_decisions=cfg.max_decisions,
             success_radius=env.episodes.success_radius,
-            features=trainer._features(),
+            features=_features(cfg),
             cache=self.cache,
             turn_angle=env.agent.turn_angle,
             forward_step=env.agent.forward_step,
@@ -503,7 +496,7 @@ class _Collector:
         from vlnav.evaluate import run_episode
         from vlnav.metrics import compute_metrics
 
-        env = self.trainer.env
+        env = self.env
         seed = int(ep.episode_id) if str(ep.episode_id).isdigit() else 0
         if self.choose_factory is not None:
             self.agent.choose = self.choose_factory(ep, seed)
@@ -531,10 +524,7 @@ _COLLECTOR: dict[str, _Collector] = {}
 
 
 def _init_collector(cfg: TrainConfig, env: EnvConfig) -> None:
-    trainer = Trainer.__new__(Trainer)  # no run folder writes: the main process made it
-    trainer.cfg, trainer.env, trainer.progress = cfg, env, False
-    trainer.out = Path(cfg.out)
-    _COLLECTOR["c"] = _Collector(trainer)
+    _COLLECTOR["c"] = _Collector(cfg, env)
 
 
 def _collect_chunk(episodes: list) -> list[dict[str, Any]]:

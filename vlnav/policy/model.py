@@ -478,9 +478,7 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
         ans_p += it["ans"]
         targets += it["targets"]
         avail += it["avail"]
-        good += it.get("good") or [
-            [j == t for j in range(len(a))] for t, a in zip(it["targets"], it["avail"])
-        ]
+        good += it["good"]
         labpos += it["labpos"]
     batch = {
         "input_ids": ids,

@@ -74,6 +74,15 @@ class PackedLlama:
         cos, sin = self.model.rotary_emb(h[None], position_ids=p)  # (1, N, D)
         cos, sin = cos[0][:, None], sin[0][:, None]  # (N, 1, D)
         rows = [(b, k) for b, k in enumerate(lengths) if k]
+        # each new token sees its episode's whole cache and its new tokens up to itself; the
+        # cache lengths are the same in every layer, so the masks are built once
+        masks = []
+        for b, n in rows:
+            past = self.cache[0][b]
+            c = 0 if past is None else past[0].shape[1]
+            allowed = torch.ones((n, c + n), dtype=torch.bool, device=h.device)
+            allowed[:, c:] = torch.ones((n, n), dtype=torch.bool, device=h.device).tril()
+            masks.append(allowed)
         for i, layer in enumerate(self.model.layers):
             attn = layer.self_attn
             D = attn.head_dim
@@ -84,7 +93,7 @@ class PackedLlama:
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
             outs, off = [], 0
-            for b, n in rows:
+            for (b, n), allowed in zip(rows, masks):
                 qb = q[off : off + n].transpose(0, 1)  # (H, n, D)
                 kb = k[off : off + n].transpose(0, 1)
                 vb = v[off : off + n].transpose(0, 1)
@@ -97,10 +106,6 @@ class PackedLlama:
                 if self.kv_heads != self.heads:
                     rep = self.heads // self.kv_heads
                     kb, vb = kb.repeat_interleave(rep, 0), vb.repeat_interleave(rep, 0)
-                # each new token sees the whole cache and the new tokens up to itself
-                c = kb.shape[1] - n
-                allowed = torch.ones((n, c + n), dtype=torch.bool, device=h.device)
-                allowed[:, c:] = torch.ones((n, n), dtype=torch.bool, device=h.device).tril()
                 o = F.scaled_dot_product_attention(
                     qb[None], kb[None], vb[None], attn_mask=allowed, scale=attn.scaling
                 )

@@ -69,8 +69,10 @@ def landmark_marks(instruction: str) -> dict[str, str]:
     return marks
 
 
-def _mark(marks: dict[str, str], category: str, colour: str | None = None) -> str | None:
-    return (colour and marks.get(f"{colour} {category}")) or marks.get(category)
+def _mark(marks: dict[str, str], category: str, colour: str | None = None) -> list[str]:
+    """[the mark of this (coloured) object or room] when the instruction names it, else []."""
+    word = (colour and marks.get(f"{colour} {category}")) or marks.get(category)
+    return [word] if word else []
 
 
 def mark_words() -> list[str]:
@@ -110,21 +112,16 @@ def _has_distances(caption) -> bool:
 
 def _distance_words(caption, marks: dict[str, str] | None = None) -> list[str]:
     marks = marks or {}
-    out = words(caption.room)
-    if _mark(marks, caption.room):
-        out.append(_mark(marks, caption.room))
+    out = words(caption.room) + _mark(marks, caption.room)
     for m in caption.mentions:
         out += words(m.name) + ([m.side] if m.side else []) + [str(max(1, round(m.distance)))]
-        if _mark(marks, m.category, m.colour):
-            out.append(_mark(marks, m.category, m.colour))
+        out += _mark(marks, m.category, m.colour)
         out.append(",")
     door = _DOORWAY.search(caption.text.lower())
     if door:
         out += ["doorway", door.group(1)]
         if caption.beyond:  # the room seen through it
-            out += words(caption.beyond)
-            if _mark(marks, caption.beyond):
-                out.append(_mark(marks, caption.beyond))
+            out += words(caption.beyond) + _mark(marks, caption.beyond)
     elif out[-1] == ",":
         out.pop()
     return out
