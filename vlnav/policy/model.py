@@ -239,10 +239,9 @@ class NavPolicy(nn.Module):
             ans.append(len(ids) - 1)
             targets.append(self.label_index(d.label))
             avail.append(av)
-            good = [False] * len(av)
-            for g in d.good or [d.label]:
-                good[self.label_index(g)] = av[self.label_index(g)]
-            good[targets[-1]] = True
+            good = [False] * len(av)  # the loss keeps the available ones
+            for g in [d.label, *(d.good or [])]:
+                good[self.label_index(g)] = True
             goods.append(good)
             ids.append(int(self.label_ids[targets[-1]]))
             views.append(-1)
