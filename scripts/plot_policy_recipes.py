@@ -8,16 +8,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 rows = [
-    ("previous default\n(distances, best)", 0.242, 0.199),
-    ("+ word permutation", 0.234, 0.201),
+    ("distances,\nbest answer", 0.242, 0.199),
+    ("+ word\npermutation", 0.234, 0.201),
     ("matched\n(landmark marks)", 0.292, 0.228),
     ("+ good answers", 0.368, 0.273),
     ("+ colour marks,\nroom beyond", 0.308, 0.245),
-    ("+ Stop good\n≤ 2 m (default)", 0.394, 0.325),
-    ("default without\nroom beyond", 0.348, 0.288),
-    ("default, longer\n(800 + 2×300)", 0.354, 0.292),
+    ("+ Stop good\n≤ 2 m\n(prev. default)", 0.394, 0.325),
+    ("prev. default\nwithout\nroom beyond", 0.348, 0.288),
+    ("prev. default,\nlonger\n(800 + 2×300)", 0.354, 0.292),
+    ("prev. default\n+ room where\neach move ends", 0.344, 0.291),
+    ("+ that, and\nnamed\nobjects", 0.392, 0.325),
+    ("prev. default\n+ Stop bias 1\n(eval only)", 0.460, 0.327),
+    ("+ Stop bias 1,\nalso in DAgger\n(new default)", 0.478, 0.326),
 ]
-fig, ax = plt.subplots(figsize=(10, 4.2), dpi=110)
+fig, ax = plt.subplots(figsize=(13, 4.4), dpi=110)
 x = range(len(rows))
 w = 0.38
 ax.bar([i - w / 2 for i in x], [r[1] for r in rows], w, label="SR", color="#3b75af")

@@ -34,6 +34,45 @@ def test_resume_skips_finished_and_drops_partial_line(tiny_env, tiny_episodes, t
     assert res.metrics["episodes"] == len(tiny_episodes)
 
 
+def test_a_folder_is_resumed_only_by_the_run_that_wrote_it(tiny_env, tiny_episodes, tmp_path):
+    """run.json names what wrote the records: another agent, setting or checkpoint is
+    refused (nothing lost), or set aside with restart=True; the same run resumes."""
+    from vlnav.evaluate import checkpoint_digest, run_identity
+
+    out = tmp_path / "run"
+    evaluate(tiny_env, "oracle", "val_unseen", episodes=2, out_dir=out, progress=False)
+    before = (out / "records.jsonl").read_text()
+    with pytest.raises(VlnavError, match=r"holds the records of a run with another agent"):
+        evaluate(tiny_env, "random", "val_unseen", out_dir=out, progress=False)
+    assert (out / "records.jsonl").read_text() == before  # nothing lost
+    # the same run, with more episodes and another worker count, resumes
+    res = evaluate(tiny_env, "oracle", "val_unseen", episodes=3, out_dir=out, progress=False)
+    assert res.metrics["episodes"] == 3
+    assert (out / "records.jsonl").read_text().startswith(before)
+    res = evaluate(tiny_env, "random", "val_unseen", out_dir=out, progress=False, restart=True)
+    assert (out / "records.jsonl.old").read_text().startswith(before)
+    assert {r["agent"] for r in res.records} == {"random"}
+    assert json.loads((out / "run.json").read_text())["agent"] == "random"
+    # records of an unknown run (no run.json) are not trusted either
+    (out / "run.json").unlink()
+    with pytest.raises(VlnavError, match=r"an unknown run \(no run.json\)"):
+        evaluate(tiny_env, "random", "val_unseen", out_dir=out, progress=False)
+    # a checkpoint's digest follows its bytes, and is part of the identity
+    ck = tmp_path / "ck"
+    (ck / "lm").mkdir(parents=True)
+    (ck / "policy.json").write_text("{}")
+    (ck / "lm" / "model.safetensors").write_bytes(b"weights-1")
+    first = checkpoint_digest(ck)
+    assert checkpoint_digest(ck) == first
+    a = run_identity(tiny_env, "policy", "val_unseen", {"checkpoint": str(ck), "stop_bias": 1.0})
+    (ck / "lm" / "model.safetensors").write_bytes(b"weights-2")
+    assert checkpoint_digest(ck) != first
+    b = run_identity(tiny_env, "policy", "val_unseen", {"checkpoint": str(ck), "stop_bias": 1.0})
+    assert a["agent_kwargs"] != b["agent_kwargs"] and a["env_digest"] == b["env_digest"]
+    with pytest.raises(VlnavError, match="checkpoint not found"):
+        checkpoint_digest(tmp_path / "nope")
+
+
 def test_corrupt_record_in_the_middle_is_an_error(tmp_path):
     p = tmp_path / "records.jsonl"
     p.write_text('{"a": 1}\nnot json\n{"b": 2}\n')

@@ -53,6 +53,55 @@ def test_semantic_caption_of_a_synthetic_view():
     assert make_captioner("semantic", beyond=True).caption(views)[0].beyond is None
 
 
+def test_semantic_caption_names_the_room_where_the_move_ends():
+    """``dest=True``: the floor in the middle of the view at the move's depth (``reach``)."""
+    sem = np.zeros((30, 30), np.int32)
+    depth = np.tile(np.linspace(6.0, 0.5, 30, dtype=np.float32)[:, None], (1, 30))
+    sem[15:, :] = 1  # the kitchen floor, near (depth below 3.3 m)
+    sem[8:15, :] = 2  # the hallway floor behind it (depth 3.5 to 4.6 m)
+    sem[2:6, 25:29] = 7  # a fridge, ranked first
+    sem[2:6, 0:4] = 8  # a chair, ranked second
+    objects = {
+        1: {"category": "floor", "colour": None, "room": 0, "room_type": "kitchen"},
+        2: {"category": "floor", "colour": None, "room": 1, "room_type": "hallway"},
+        7: {"category": "fridge", "colour": "white", "room": 0, "room_type": "kitchen"},
+        8: {"category": "chair", "colour": "red", "room": 0, "room_type": "kitchen"},
+    }
+    cap = make_captioner("semantic", max_objects=1, dest=True, more=2)
+
+    def caption(reach):
+        view = View(depth=depth, semantic=sem, objects=objects, reach=reach)
+        return cap.caption([view])[0]
+
+    assert caption(2.0).dest == "kitchen" and caption(4.0).dest == "hallway"
+    assert caption(4.0).text.endswith("Walking ahead leads into a hallway.")
+    assert caption(None).dest is None  # no move known: nothing said
+    assert caption(9.0).dest is None  # that floor is not in view
+    # ``more`` keeps the next ranked object out of the sentence, as a structured mention
+    c = caption(2.0)
+    assert [m.category for m in c.mentions] == ["fridge"] and "chair" not in c.text
+    assert [m.category for m in c.more] == ["chair"]
+    assert type(c).from_dict(c.to_dict()) == c
+    assert cap.identity != make_captioner("semantic", max_objects=1).identity
+
+
+def test_destination_rooms_agree_with_the_floor_plan(house):
+    """On a real house, the captioned room where a candidate's move ends is the floor plan's
+    room at its waypoint for most candidates (the rest: that floor hidden or mixed)."""
+    sim, scene = house
+    spec = sim.load_scene(scene)
+    observer = TextObserver(sim, make_captioner("semantic", dest=True))
+    rng = np.random.default_rng(3)
+    agree = total = 0
+    for _ in range(8):
+        sim.set_agent_state(sim.grid.random_point(rng), float(rng.uniform(-math.pi, math.pi)))
+        for c in observer.observe(scene).candidates:
+            room = spec.room_at(c.waypoint[0], c.waypoint[2])
+            total += 1
+            agree += room is not None and c.caption.dest == room.type
+    assert total >= 20 and agree / total >= 0.75, (agree, total)
+
+
 @pytest.fixture(scope="module")
 def house(tmp_path_factory):
     from vlnav.scenes.generator import generate_houses

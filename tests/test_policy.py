@@ -12,6 +12,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the policy needs torch (pip install -e '.[llm]')")
 
 from vlnav import VlnavError  # noqa: E402
+from vlnav.config import ConfigError  # noqa: E402
 from vlnav.perception.base import Caption  # noqa: E402
 from vlnav.perception.candidates import Candidate, TextObservation  # noqa: E402
 from vlnav.policy.agent import EpisodeContext  # noqa: E402
@@ -158,6 +159,20 @@ def test_matched_prompt_marks_the_instructions_landmarks_in_order():
     c.caption.beyond = "living room"
     line = candidate_line(c, "matched", landmark_marks("Go into the living room."))
     assert line.endswith("doorway right living room lmlast <D>")
+    # the room where the move ends (``dest``) and further objects (``more``): the latter
+    # only when the instruction names them
+    from vlnav.perception.base import Mention
+
+    c.caption.beyond = None
+    c.caption.dest = "kitchen"
+    c.caption.more = [Mention("sofa", "blue", 3.2, "right"), Mention("bed", "red", 1.0, "left")]
+    line = candidate_line(c, "matched", marks)
+    assert line == (
+        "kitchen lm1 white fridge left 2 lmlast , red desk ahead 1 , blue sofa right 3 lm2 ,"
+        " doorway right , into kitchen lm1 <D>"
+    )
+    assert "sofa" not in candidate_line(c, "distances")
+    c.caption.dest, c.caption.more, c.caption.beyond = None, [], "living room"
     # without marks (or for another style) the line is the distances line
     assert candidate_line(c, "matched", {}) == candidate_line(c, "distances")
     # "the table" may be any table: each one is marked
@@ -269,6 +284,37 @@ def test_scores_only_available_labels_and_kv_cache_matches_full_pass(corpus):
     for a, b in zip(incremental, full):
         fin = np.isfinite(b)
         assert np.allclose(a[fin], b[fin], atol=1e-4)
+
+
+def test_stop_bias_lowers_stop_at_decisions_only(corpus, tmp_path):
+    """``policy.stop_bias`` is subtracted from Stop's logit when deciding (eval mode), never
+    in the training loss; a checkpoint keeps it and ``PolicyAgent(stop_bias=...)`` overrides."""
+    from vlnav.policy.agent import PolicyAgent
+
+    pol = tiny_policy(corpus)
+    instr, ds = corpus[1]
+    h, h_lab = torch.randn(32), torch.randn(13, 32)
+    with torch.no_grad():
+        before = pol._label_logits(h, h_lab)
+        pol.config.stop_bias = 2.5
+        after = pol._label_logits(h, h_lab)
+        assert after[-1] == pytest.approx(before[-1].item() - 2.5, abs=1e-5)
+        assert torch.equal(after[:-1], before[:-1])
+        pol.train()  # the loss sees the plain logits
+        assert torch.equal(pol._label_logits(h, h_lab), before)
+        pol.eval()
+    ctx = EpisodeContext(pol, instr)
+    logp = ctx.scores(ds[0])[0]
+    pol.config.stop_bias = 0.0
+    plain = EpisodeContext(pol, instr).scores(ds[0])[0]
+    assert logp[-1] < plain[-1]
+    pol.config.stop_bias = 1.0
+    pol.save(tmp_path / "ck")
+    assert NavPolicy.load(tmp_path / "ck")[0].config.stop_bias == 1.0
+    assert PolicyAgent(str(tmp_path / "ck")).policy.config.stop_bias == 1.0
+    assert PolicyAgent(str(tmp_path / "ck"), stop_bias=3.0).policy.config.stop_bias == 3.0
+    with pytest.raises(ConfigError, match="stop_bias"):
+        PolicyConfig(stop_bias=100.0)
 
 
 @pytest.mark.parametrize("packed", [True, False])

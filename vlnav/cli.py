@@ -77,6 +77,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     agent, kwargs = args.agent, {}
     if args.policy:
         agent, kwargs = "policy", {"checkpoint": args.policy, "dtype": args.dtype}
+        if args.stop_bias is not None:
+            kwargs["stop_bias"] = args.stop_bias
         from vlnav.policy.model import NavPolicy
 
         NavPolicy.load(args.policy)  # a bad checkpoint fails here, before any work
@@ -91,6 +93,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         progress=True,
         batch=args.batch if args.policy else 1,
         shard=_shard(args.shard),
+        restart=args.restart,
     )
     print(format_table({res.agent: res.metrics}))
     print(f"records and metrics in {res.out_dir}")
@@ -192,6 +195,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["float32", "bfloat16"],
         help="with --policy: the policy's weights and activations (bfloat16 is faster on CPUs "
         "with AVX512-BF16 and on GPUs; decisions can differ slightly from float32)",
+    )
+    ev.add_argument(
+        "--stop-bias",
+        type=float,
+        default=None,
+        help="with --policy: subtract this from Stop's logit at each decision (default: the "
+        "checkpoint's policy.stop_bias)",
+    )
+    ev.add_argument(
+        "--restart",
+        action="store_true",
+        help="when --out holds another run's records (another checkpoint or setting), set them "
+        "aside as records.jsonl.old and start over (default: refuse)",
     )
     ev.add_argument(
         "--shard",

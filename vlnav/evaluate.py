@@ -2,7 +2,9 @@
 
 Per-episode records are appended to ``records.jsonl`` as episodes finish; a killed run
 restarts where it stopped (finished episodes are skipped, a half-written last line is
-dropped). Metrics are computed from the records by ``vlnav.metrics`` only, once, at the end.
+dropped). ``run.json`` names what produced them (agent, its settings, a digest of the policy
+checkpoint's files, split, env config), so a folder is only resumed by the same run: records
+of another checkpoint or setting are never mixed in or reported as this run's. Metrics are computed from the records by ``vlnav.metrics`` only, once, at the end.
 ``workers > 1`` runs episodes in that many ``spawn``-ed processes, each with its own
 simulator (a forked child of a process holding a GL context would hang).
 """
@@ -10,6 +12,7 @@ simulator (a forked child of a process holding a GL context would hang).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -19,7 +22,7 @@ from typing import Any
 
 from vlnav import VlnavError
 from vlnav.agents import make_agent
-from vlnav.config import EnvConfig
+from vlnav.config import EnvConfig, to_dict
 from vlnav.episodes import Episode, load_episodes
 from vlnav.metrics import EpisodeRecord, aggregate, compute_metrics, format_table
 from vlnav.sampler import resample_path
@@ -171,6 +174,70 @@ def _run_one(task: tuple[int, Episode]) -> dict[str, Any]:
     return d
 
 
+RUN_FILE = "run.json"
+
+
+def checkpoint_digest(path: str | Path) -> str:
+    """A digest of a checkpoint's contents (every file of a folder, names and bytes)."""
+    root = Path(path)
+    if not root.exists():
+        raise VlnavError(f"checkpoint not found: {root}")
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.relative_to(root).as_posix().encode() if root.is_dir() else b"")
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def run_identity(
+    config: EnvConfig, agent: str, split: str, agent_kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """What produced an evaluation folder's records (``run.json``); not the worker count,
+    the batch size or the number of episodes, which do not change a record."""
+    kw: dict[str, Any] = {}
+    for k, v in sorted(agent_kwargs.items()):
+        if k == "checkpoint":
+            kw["checkpoint_digest"] = checkpoint_digest(v)
+        elif isinstance(v, (str, int, float, bool, type(None))):
+            kw[k] = v
+        else:
+            kw[k] = repr(v)
+    env = json.dumps(to_dict(config), sort_keys=True, default=str).encode()
+    return {
+        "agent": agent,
+        "agent_kwargs": kw,
+        "split": split,
+        "env": config.name,
+        "env_digest": hashlib.sha256(env).hexdigest()[:16],
+    }
+
+
+def _check_run(out: Path, identity: dict[str, Any], restart: bool) -> None:
+    """Refuse to resume a folder whose records another run wrote (or, with ``restart``,
+    set those records aside as ``records.jsonl.old``); then record this run's identity."""
+    rec, run = out / "records.jsonl", out / RUN_FILE
+    if rec.is_file() and rec.stat().st_size > 0:
+        try:
+            prev = json.loads(run.read_text()) if run.is_file() else None
+        except json.JSONDecodeError:
+            prev = None
+        if prev != identity:
+            if not restart:
+                what = "an unknown run (no run.json)"
+                if prev is not None:
+                    diff = [k for k in identity if prev.get(k) != identity[k]]
+                    what = "a run with another " + ", ".join(diff)
+                raise VlnavError(
+                    f"{out} holds the records of {what}; evaluate into another folder "
+                    "(--out) or remove that one"
+                )
+            rec.replace(out / "records.jsonl.old")
+    run.write_text(json.dumps(identity, indent=2) + "\n")
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
     """Records of a previous (possibly killed) run; a truncated last line is dropped."""
     if not path.is_file():
@@ -200,8 +267,13 @@ def evaluate(
     progress: bool = True,
     batch: int = 1,
     shard: tuple[int, int] = (0, 1),
+    restart: bool = False,
 ) -> EvalResult:
     """Evaluate ``agent`` on the first ``episodes`` episodes of ``split``; resumable.
+
+    A folder holding another run's records (another checkpoint or setting: ``run.json``)
+    is refused, or with ``restart=True`` its records are set aside (``records.jsonl.old``)
+    and the run starts over.
 
     ``batch > 1`` (the ``policy`` agent only) steps that many episodes together in each
     worker and takes their decisions in one batched forward. ``shard=(k, n)`` takes every
@@ -239,6 +311,7 @@ def evaluate(
             resolve_scene(config, scene)
     out = Path(out_dir or Path("runs") / "eval" / f"{agent}-{config.name}-{split}")
     out.mkdir(parents=True, exist_ok=True)
+    _check_run(out, run_identity(config, agent, split, agent_kwargs), restart)
     rec_path = out / "records.jsonl"
     done = read_records(rec_path)
     done_ids = {r["episode_id"] for r in done}

@@ -63,6 +63,7 @@ def run_quickstart(
             workers,
             out / "eval" / agent,
             progress=progress,
+            restart=True,  # the quickstart's own folders: a changed run starts over
         )
     captioner = DEFAULT_CAPTIONER
     if policy_config is not None:
@@ -87,6 +88,7 @@ def run_quickstart(
             agent_kwargs={"checkpoint": str(ckpt)},
             progress=progress,
             batch=32,  # episodes stepped together, decisions batched
+            restart=True,  # a retrained policy is evaluated afresh
         )
     print(format_table({a: r.metrics for a, r in results.items()}))
     print(f"[4/4] writing the report ({videos} episode videos)")

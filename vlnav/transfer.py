@@ -249,6 +249,7 @@ def run_transfer(cfg: TransferConfig, progress: bool = True) -> dict[str, Any]:
         1,
         out / "random",
         progress=False,
+        restart=True,
     ).metrics
     summary = summarise(results, list(cfg.domains))
     res = {
@@ -293,6 +294,7 @@ def _evaluate_cell(
         agent_kwargs={"checkpoint": str(ckpt)},
         progress=progress,
         batch=cfg.batch,
+        restart=True,  # a retrained cell's checkpoint is evaluated afresh
     )
     return res.metrics
 

@@ -22,6 +22,7 @@ class View:
     objects: dict[int, dict[str, Any]] | None = None
     rooms: dict[int, str] | None = None  # room id -> room type
     hfov: float = 90.0
+    reach: float | None = None  # metres a move in this view walks (its waypoint), if known
 
 
 @dataclass
@@ -57,6 +58,8 @@ class Caption:
     room: str | None = None
     doorway: bool = False
     beyond: str | None = None  # the room type seen through the doorway, when another
+    dest: str | None = None  # the room type of the floor where this view's move ends
+    more: list[Mention] = field(default_factory=list)  # further objects, not in the text
 
     def details(self) -> list[str]:
         return [m.detail() for m in self.mentions]
@@ -68,6 +71,8 @@ class Caption:
             "doorway": self.doorway,
             "mentions": [m.__dict__ for m in self.mentions],
             **({"beyond": self.beyond} if self.beyond else {}),
+            **({"dest": self.dest} if self.dest else {}),
+            **({"more": [m.__dict__ for m in self.more]} if self.more else {}),
         }
 
     @classmethod
@@ -78,6 +83,8 @@ class Caption:
             doorway=bool(d.get("doorway", False)),
             mentions=[Mention(**m) for m in d.get("mentions", [])],
             beyond=d.get("beyond"),
+            dest=d.get("dest"),
+            more=[Mention(**m) for m in d.get("more", [])],
         )
 
 

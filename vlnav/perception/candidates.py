@@ -205,6 +205,7 @@ class TextObserver:
                 semantic=pano["semantic"][k] if "semantic" in pano else None,
                 objects=objects,
                 hfov=hfov,
+                reach=ways[k][1],
             )
             for k in keep
         ]

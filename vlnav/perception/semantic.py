@@ -5,7 +5,12 @@ objects are ranked by visible area and nearness, each with its colour, rough dis
 side (left / ahead / right, by thirds of the image). Output is capped (``max_objects``) so a
 12-view observation stays compact for a small language model. With ``beyond=True`` a doorway
 also names the room seen through it (the largest floor of another room type in view): "a
-doorway on the left to a kitchen", as a person describing the view would.
+doorway on the left to a kitchen", as a person describing the view would. With
+``dest=True`` and a view whose move length is known (``View.reach``, set by the candidate
+observer), the caption also names the room type of the floor where that move ends: the
+floor seen in the middle of the view at the waypoint's depth ("Walking ahead leads into a
+kitchen."). ``more=k`` keeps the next k ranked objects as structured mentions outside the
+sentence (``Caption.more``), for prompts that show only the ones an instruction names.
 """
 
 from __future__ import annotations
@@ -43,16 +48,24 @@ class SemanticCaptioner:
         min_area: float = 0.003,
         max_distance: float = 8.0,
         beyond: bool = False,
+        dest: bool = False,
+        more: int = 0,
+        dest_window: float = 0.4,
     ):
         self.max_objects = max_objects
         self.min_area = min_area
         self.max_distance = max_distance
         self.beyond = beyond
+        self.dest = dest
+        self.more = more
+        self.dest_window = dest_window
 
     @property
     def identity(self) -> str:
         ident = f"semantic-v1-k{self.max_objects}-a{self.min_area}-d{self.max_distance}"
-        return ident + ("-beyond" if self.beyond else "")
+        ident += "-beyond" if self.beyond else ""
+        ident += f"-dest{self.dest_window}" if self.dest else ""
+        return ident + (f"-more{self.more}" if self.more else "")
 
     def caption(self, views: list[View]) -> list[Caption]:
         return [self._one(v) for v in views]
@@ -65,6 +78,7 @@ class SemanticCaptioner:
         ids, counts = np.unique(sem, return_counts=True)
         total = float(h * w)
         floor_area: dict[str, float] = {}
+        floor_room: dict[int, str] = {}
         doorway: Mention | None = None
         cands: list[tuple[float, Mention]] = []
         for iid, cnt in zip(ids.tolist(), counts.tolist()):
@@ -76,6 +90,7 @@ class SemanticCaptioner:
             if cat == "floor":
                 rt = info.get("room_type") or "room"
                 floor_area[rt] = floor_area.get(rt, 0.0) + frac
+                floor_room[iid] = rt
                 continue
             if cat in ("wall", "ceiling") or frac < self.min_area:
                 continue
@@ -92,18 +107,38 @@ class SemanticCaptioner:
             cands.append((frac / (1.0 + 0.5 * d), m))
         cands.sort(key=lambda t: (-t[0], t[1].instance_id))
         mentions = [m for _, m in cands[: self.max_objects]]
+        more = [m for _, m in cands[self.max_objects : self.max_objects + self.more]]
         room = max(floor_area, key=lambda k: floor_area[k]) if floor_area else None
         beyond = None
         if self.beyond and doorway is not None:
             others = {k: a for k, a in floor_area.items() if k != room and a >= self.min_area}
             beyond = max(others, key=lambda k: others[k]) if others else None
-        return Caption(
-            self._sentence(room, mentions, doorway, depth, beyond),
-            mentions,
-            room,
-            doorway is not None,
-            beyond,
-        )
+        dest = None
+        if self.dest and view.reach is not None and floor_room:
+            dest = self._dest_room(sem, depth, floor_room, view.reach)
+        text = self._sentence(room, mentions, doorway, depth, beyond)
+        if dest:
+            text += f" Walking ahead leads into {article(dest)} {dest}."
+        return Caption(text, mentions, room, doorway is not None, beyond, dest, more)
+
+    def _dest_room(
+        self, sem: np.ndarray, depth: np.ndarray, floor_room: dict[int, str], reach: float
+    ) -> str | None:
+        """The room type of the floor in the middle third of the view at depth ``reach``
+        (planar depth of a level camera: the floor point ``reach`` metres ahead), the most
+        common one there; None when that floor is hidden."""
+        w = sem.shape[1]
+        for lo, hi in ((w // 3, w - w // 3), (0, w)):  # the middle third, else the whole view
+            part_sem, part_depth = sem[:, lo:hi], depth[:, lo:hi]
+            near = np.abs(part_depth - reach) <= self.dest_window
+            ids, counts = np.unique(part_sem[near], return_counts=True)
+            votes: dict[str, int] = {}
+            for iid, cnt in zip(ids.tolist(), counts.tolist()):
+                if iid in floor_room:
+                    votes[floor_room[iid]] = votes.get(floor_room[iid], 0) + cnt
+            if votes:
+                return max(votes, key=lambda k: (votes[k], k))
+        return None
 
     def _sentence(self, room, mentions, doorway, depth, beyond=None) -> str:
         if room is None:

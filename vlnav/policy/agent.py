@@ -191,10 +191,13 @@ class PolicyAgent(DecisionAgent):
         cache: Any = None,
         threads: int | None = None,
         dtype: str = "float32",
+        stop_bias: float | None = None,
         **kw: Any,
     ) -> None:
         torch.set_num_threads(threads or 1)  # incremental forwards are small
         self.policy, meta = NavPolicy.load(checkpoint)
+        if stop_bias is not None:  # overrides the checkpoint's
+            self.policy.config.stop_bias = float(stop_bias)
         if dtype not in ("float32", "bfloat16"):
             raise VlnavError(f"dtype {dtype!r}: expected float32 or bfloat16")
         # bfloat16 halves the decision time on CPUs with AVX512-BF16 / AMX, and on GPUs

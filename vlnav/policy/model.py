@@ -59,6 +59,9 @@ class PolicyConfig:
     lora: bool = False
     lora_r: int = 8
     dropout: float = 0.0
+    # decision time only (not in the training loss): subtracted from Stop's logit. The
+    # imitation loss rates a false Stop like any wrong move, but a false Stop ends the episode
+    stop_bias: float = 0.0
 
     def __post_init__(self) -> None:
         check_range("layers", self.layers, 1, 64)
@@ -72,6 +75,7 @@ class PolicyConfig:
         check_choice("prompt", self.prompt, PROMPT_STYLES)
         check_range("lora_r", self.lora_r, 1, 512)
         check_range("dropout", self.dropout, 0.0, 0.9)
+        check_range("stop_bias", self.stop_bias, -20.0, 20.0)
 
 
 def raise_cfg(msg: str) -> None:
@@ -353,6 +357,9 @@ class NavPolicy(nn.Module):
             out = out + head.bias[self.label_ids]
         if self.pointer is not None and h_lab is not None:
             out = out + (self.pointer(h_lab) * h.unsqueeze(-2)).sum(-1)
+        if self.config.stop_bias and not self.training:  # decisions, not the loss
+            out = out.clone()
+            out[..., -1] -= self.config.stop_bias
         return out
 
     @torch.no_grad()

@@ -117,6 +117,11 @@ def _distance_words(caption, marks: dict[str, str] | None = None) -> list[str]:
         out += words(m.name) + ([m.side] if m.side else []) + [str(max(1, round(m.distance)))]
         out += _mark(marks, m.category, m.colour)
         out.append(",")
+    for m in caption.more:  # further objects: only those the instruction names
+        mark = _mark(marks, m.category, m.colour)
+        if mark:
+            out += words(m.name) + ([m.side] if m.side else []) + [str(max(1, round(m.distance)))]
+            out += [*mark, ","]
     door = _DOORWAY.search(caption.text.lower())
     if door:
         out += ["doorway", door.group(1)]
@@ -124,6 +129,8 @@ def _distance_words(caption, marks: dict[str, str] | None = None) -> list[str]:
             out += words(caption.beyond) + _mark(marks, caption.beyond)
     elif out[-1] == ",":
         out.pop()
+    if caption.dest:  # the room where this view's move ends
+        out += [",", "into", *words(caption.dest), *_mark(marks, caption.dest)]
     return out
 
 
