@@ -53,6 +53,11 @@ def test_a_folder_is_resumed_only_by_the_run_that_wrote_it(tiny_env, tiny_episod
     assert (out / "records.jsonl.old").read_text().startswith(before)
     assert {r["agent"] for r in res.records} == {"random"}
     assert json.loads((out / "run.json").read_text())["agent"] == "random"
+    evaluate(
+        tiny_env, "oracle", "val_unseen", episodes=1, out_dir=out, progress=False, restart=True
+    )
+    assert (out / "records.jsonl.old").read_text().startswith(before)  # still there
+    assert len((out / "records.jsonl.old2").read_text().splitlines()) == len(tiny_episodes)
     # records of an unknown run (no run.json) are not trusted either
     (out / "run.json").unlink()
     with pytest.raises(VlnavError, match=r"an unknown run \(no run.json\)"):

@@ -234,7 +234,11 @@ def _check_run(out: Path, identity: dict[str, Any], restart: bool) -> None:
                     f"{out} holds the records of {what}; evaluate into another folder "
                     "(--out) or remove that one"
                 )
-            rec.replace(out / "records.jsonl.old")
+            old, k = out / "records.jsonl.old", 1
+            while old.exists():  # earlier set-aside records are kept too
+                k += 1
+                old = out / f"records.jsonl.old{k}"
+            rec.replace(old)
     run.write_text(json.dumps(identity, indent=2) + "\n")
 
 
@@ -272,8 +276,8 @@ def evaluate(
     """Evaluate ``agent`` on the first ``episodes`` episodes of ``split``; resumable.
 
     A folder holding another run's records (another checkpoint or setting: ``run.json``)
-    is refused, or with ``restart=True`` its records are set aside (``records.jsonl.old``)
-    and the run starts over.
+    is refused, or with ``restart=True`` its records are set aside (``records.jsonl.old``,
+    then ``.old2``, ...) and the run starts over.
 
     ``batch > 1`` (the ``policy`` agent only) steps that many episodes together in each
     worker and takes their decisions in one batched forward. ``shard=(k, n)`` takes every
