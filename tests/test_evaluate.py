@@ -60,7 +60,7 @@ def test_a_folder_is_resumed_only_by_the_run_that_wrote_it(tiny_env, tiny_episod
     assert len((out / "records.jsonl.old2").read_text().splitlines()) == len(tiny_episodes)
     # records of an unknown run (no run.json) are not trusted either
     (out / "run.json").unlink()
-    with pytest.raises(VlnavError, match=r"an unknown run \(no run.json\)"):
+    with pytest.raises(VlnavError, match=r"an unknown run \(no readable run.json\)"):
         evaluate(tiny_env, "random", "val_unseen", out_dir=out, progress=False)
     # a checkpoint's digest follows its bytes, and is part of the identity
     ck = tmp_path / "ck"

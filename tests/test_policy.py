@@ -315,6 +315,8 @@ def test_stop_bias_lowers_stop_at_decisions_only(corpus, tmp_path):
     assert PolicyAgent(str(tmp_path / "ck"), stop_bias=3.0).policy.config.stop_bias == 3.0
     with pytest.raises(ConfigError, match="stop_bias"):
         PolicyConfig(stop_bias=100.0)
+    with pytest.raises(ConfigError, match="stop_bias"):  # --stop-bias is checked too
+        PolicyAgent(str(tmp_path / "ck"), stop_bias=100.0)
 
 
 @pytest.mark.parametrize("packed", [True, False])

@@ -4,7 +4,8 @@ Per-episode records are appended to ``records.jsonl`` as episodes finish; a kill
 restarts where it stopped (finished episodes are skipped, a half-written last line is
 dropped). ``run.json`` names what produced them (agent, its settings, a digest of the policy
 checkpoint's files, split, env config), so a folder is only resumed by the same run: records
-of another checkpoint or setting are never mixed in or reported as this run's. Metrics are computed from the records by ``vlnav.metrics`` only, once, at the end.
+of another checkpoint or setting are never mixed in or reported as this run's. Metrics are
+computed from the records by ``vlnav.metrics`` only, once, at the end.
 ``workers > 1`` runs episodes in that many ``spawn``-ed processes, each with its own
 simulator (a forked child of a process holding a GL context would hang).
 """
@@ -226,7 +227,7 @@ def _check_run(out: Path, identity: dict[str, Any], restart: bool) -> None:
             prev = None
         if prev != identity:
             if not restart:
-                what = "an unknown run (no run.json)"
+                what = "an unknown run (no readable run.json)"
                 if prev is not None:
                     diff = [k for k in identity if prev.get(k) != identity[k]]
                     what = "a run with another " + ", ".join(diff)

@@ -197,6 +197,9 @@ class PolicyAgent(DecisionAgent):
         torch.set_num_threads(threads or 1)  # incremental forwards are small
         self.policy, meta = NavPolicy.load(checkpoint)
         if stop_bias is not None:  # overrides the checkpoint's
+            from vlnav.config import check_range
+
+            check_range("stop_bias", float(stop_bias), -20.0, 20.0)
             self.policy.config.stop_bias = float(stop_bias)
         if dtype not in ("float32", "bfloat16"):
             raise VlnavError(f"dtype {dtype!r}: expected float32 or bfloat16")

@@ -110,18 +110,26 @@ def _has_distances(caption) -> bool:
     )
 
 
+def _mention_words(m, marks: dict[str, str]) -> list[str]:
+    """``white fridge left 2 [lm<k>] ,``: an object, its side, whole metres, its mark."""
+    side = [m.side] if m.side else []
+    return [
+        *words(m.name),
+        *side,
+        str(max(1, round(m.distance))),
+        *_mark(marks, m.category, m.colour),
+        ",",
+    ]
+
+
 def _distance_words(caption, marks: dict[str, str] | None = None) -> list[str]:
     marks = marks or {}
     out = words(caption.room) + _mark(marks, caption.room)
     for m in caption.mentions:
-        out += words(m.name) + ([m.side] if m.side else []) + [str(max(1, round(m.distance)))]
-        out += _mark(marks, m.category, m.colour)
-        out.append(",")
+        out += _mention_words(m, marks)
     for m in caption.more:  # further objects: only those the instruction names
-        mark = _mark(marks, m.category, m.colour)
-        if mark:
-            out += words(m.name) + ([m.side] if m.side else []) + [str(max(1, round(m.distance)))]
-            out += [*mark, ","]
+        if _mark(marks, m.category, m.colour):
+            out += _mention_words(m, marks)
     door = _DOORWAY.search(caption.text.lower())
     if door:
         out += ["doorway", door.group(1)]
