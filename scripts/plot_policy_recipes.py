@@ -10,18 +10,21 @@ import matplotlib.pyplot as plt
 rows = [
     ("distances,\nbest answer", 0.242, 0.199),
     ("+ word\npermutation", 0.234, 0.201),
-    ("matched\n(landmark marks)", 0.292, 0.228),
-    ("+ good answers", 0.368, 0.273),
-    ("+ colour marks,\nroom beyond", 0.308, 0.245),
+    ("matched\n(landmark\nmarks)", 0.292, 0.228),
+    ("+ good\nanswers", 0.368, 0.273),
+    ("+ colour\nmarks, room\nbeyond", 0.308, 0.245),
     ("+ Stop good\n≤ 2 m\n(prev. default)", 0.394, 0.325),
     ("prev. default\nwithout\nroom beyond", 0.348, 0.288),
-    ("prev. default,\nlonger\n(800 + 2×300)", 0.354, 0.292),
-    ("prev. default\n+ room where\neach move ends", 0.344, 0.291),
+    ("prev. default,\nlonger\n(800+2×300)", 0.354, 0.292),
+    ("prev. default\n+ room where\neach move\nends", 0.344, 0.291),
     ("+ that, and\nnamed\nobjects", 0.392, 0.325),
     ("prev. default\n+ Stop bias 1\n(eval only)", 0.460, 0.327),
-    ("+ Stop bias 1,\nalso in DAgger\n(new default)", 0.478, 0.326),
+    ("+ Stop bias 1,\nalso in DAgger\n(default)", 0.478, 0.326),
+    ("default,\nlonger\n(1000 + 3×200)", 0.426, 0.303),
+    ("longer,\n`here`\nStop line", 0.346, 0.248),
+    ("longer,\n3,600\nepisodes", 0.464, 0.330),
 ]
-fig, ax = plt.subplots(figsize=(13, 4.4), dpi=110)
+fig, ax = plt.subplots(figsize=(15, 4.4), dpi=110)
 x = range(len(rows))
 w = 0.38
 ax.bar([i - w / 2 for i in x], [r[1] for r in rows], w, label="SR", color="#3b75af")

@@ -184,3 +184,20 @@ def test_cache_hits_and_identity_invalidation(house, tmp_path):
     k = cache.key(scene, [1, 0, 1], 0.0, "enc", kind="feat")
     cache.put(k, feat)
     assert np.array_equal(cache.get(k), feat)
+
+
+def test_captioner_options_are_checked_with_one_line_errors():
+    from vlnav.config import ConfigError
+    from vlnav.perception.base import make_captioner
+
+    assert "-beyond" in make_captioner("semantic", max_objects=2, beyond=True).identity
+    bad = [
+        ({"max_obj": 2}, "has no option 'max_obj'"),
+        ({"more": -1}, "more=-1 is out of range"),
+        ({"max_objects": 2.5}, "max_objects=2.5 must be a whole number"),
+        ({"min_area": 3.0}, "min_area=3.0 is out of range"),
+    ]
+    for kwargs, msg in bad:
+        with pytest.raises(ConfigError, match=msg) as err:
+            make_captioner("semantic", **kwargs)
+        assert "\n" not in str(err.value)

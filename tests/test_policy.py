@@ -214,6 +214,55 @@ def test_matched_prompt_is_what_every_decision_path_encodes():
     assert not np.allclose(ref[0][np.isfinite(ref[0])], ref[1][np.isfinite(ref[1])])
 
 
+def test_here_prompt_gives_stop_a_line_of_the_agents_surroundings():
+    """``here``: candidates read as ``matched``; Stop's line names the room most views show
+    and the objects within NEAR metres (nearest first, each once, marked), and every decision
+    path scores Stop from that line."""
+    from vlnav.policy.prompt import NEAR, landmark_marks, stop_line
+
+    cands = [
+        _structured_candidate(0, "kitchen", [("fridge", "white", 1.2, "ahead")]),
+        _structured_candidate(2, "kitchen", [("fridge", "white", 1.6, "left")]),
+        _structured_candidate(
+            4, "bedroom", [("bed", "red", NEAR + 0.5, "left"), ("lamp", "grey", 2.2, "ahead")]
+        ),
+    ]
+    obs = TextObservation("s", [0.0, 0.0, 0.0], 0.0, cands)
+    instr = "Leave the bedroom and stop by the white fridge."
+    marks = landmark_marks(instr)
+    # the fridge (same name in two views: no instance ids) is named once, at its nearest; the
+    # bed is beyond NEAR; the lamp is further than the fridge
+    assert (
+        stop_line(obs, "here", marks)
+        == "stop here kitchen , white fridge 1 lmlast , grey lamp 2 <STOP>"
+    )
+    assert stop_line(obs, "matched", marks) == "stop . <STOP>"
+    assert candidate_line(cands[0], "here", marks) == candidate_line(cands[0], "matched", marks)
+    # captions without structure (pixel captioners) keep the plain Stop
+    plain = TextObservation(
+        "s", [0.0] * 3, 0.0, [Candidate(0, 0.0, 0.0, [0.0] * 3, 2.0, Caption("A room."))]
+    )
+    assert stop_line(plain, "here", marks) == "stop . <STOP>"
+    assert step_text(obs, "here", marks).endswith("lmlast , grey lamp 2 <STOP> <ans>")
+
+    texts = [instr] + [c.caption.text for c in cands]
+    tok = build_tokenizer(texts, ["lm1", "lmlast", "1", "2", "stop", "here", ","])
+    torch.manual_seed(0)
+    cfg = PolicyConfig(layers=1, hidden=32, heads=2, intermediate=64, prompt="here")
+    pol = NavPolicy.create(cfg, tok).eval()
+    item = pol.episode_tensors(instr, [Decision(obs, STOP_LABEL)])
+    ids = item["input_ids"]
+    assert "stop here kitchen , white fridge 1 lmlast" in pol.tokenizer.decode(ids)
+    # Stop is scored at its own label token, and the three decision paths agree
+    assert ids[item["labpos"][0][-1]] == pol.label_ids[-1]
+    ref = EpisodeContext(pol, instr).scores(Decision(obs, STOP_LABEL))[0]
+    bd = BatchDecider(pol, 1)
+    bd.start(0, instr)
+    out = bd.decide({0: Decision(obs, STOP_LABEL)})
+    fin = np.isfinite(ref)
+    assert np.allclose(out[0][1][fin], ref[fin], atol=1e-4)
+
+
 def test_word_permutation_augmentation_keeps_the_task(corpus):
     from vlnav.policy.augment import WordPermuter, word_classes
 

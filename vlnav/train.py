@@ -609,6 +609,7 @@ def _asset_words() -> list[str]:
     from vlnav.policy.prompt import mark_words
 
     out.update(mark_words())  # the matched prompt's landmark marks
+    out.update(["stop", "here"])  # Stop's line
     return sorted(out)
 
 

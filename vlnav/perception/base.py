@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -135,4 +136,15 @@ def make_captioner(spec: str, **kwargs: Any) -> Captioner:
         raise VlnavError(
             f"captioner '{name}' needs a missing dependency ({e.name}): pip install -e '.[llm]'"
         ) from None
-    return getattr(mod, cls)(arg, **kwargs) if arg else getattr(mod, cls)(**kwargs)
+    ctor = getattr(mod, cls)
+    params = inspect.signature(ctor).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        known = list(params)
+        unknown = sorted(set(kwargs) - set(known))
+        if unknown:
+            from vlnav.config import ConfigError
+
+            raise ConfigError(
+                f"captioner '{name}' has no option {unknown[0]!r} (options: {', '.join(known)})"
+            )
+    return ctor(arg, **kwargs) if arg else ctor(**kwargs)

@@ -52,6 +52,19 @@ class SemanticCaptioner:
         more: int = 0,
         dest_window: float = 0.4,
     ):
+        from vlnav.config import ConfigError, check_range
+
+        for key, value, lo, hi in (
+            ("max_objects", max_objects, 0, 20),
+            ("min_area", min_area, 0.0, 1.0),
+            ("max_distance", max_distance, 0.1, 1000.0),
+            ("more", more, 0, 20),
+            ("dest_window", dest_window, 0.01, 1.0),
+        ):
+            check_range(f"captioner semantic: {key}", value, lo, hi)
+        for key, value in (("max_objects", max_objects), ("more", more)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"captioner semantic: {key}={value!r} must be a whole number")
         self.max_objects = max_objects
         self.min_area = min_area
         self.max_distance = max_distance

@@ -26,6 +26,7 @@ from vlnav import VlnavError
 from vlnav.config import check_choice, check_range
 from vlnav.policy.prompt import (
     LABELS,
+    MARKED,
     PROMPT_STYLES,
     SPECIAL,
     STOP_LABEL,
@@ -33,6 +34,7 @@ from vlnav.policy.prompt import (
     candidate_line,
     header_text,
     landmark_marks,
+    stop_line,
 )
 
 CHECKPOINT_KIND = "vlnav-policy"
@@ -51,8 +53,9 @@ class PolicyConfig:
     # "pointer" = the LM head plus the label's contextual state at the end of its line
     head: str = "pointer"
     # candidate lines (vlnav/policy/prompt.py): "langnav" (To your 30 degree left is,
-    # <caption>), "compact", "distances" (objects' metres) or "matched" (distances, with the
-    # instruction's landmarks marked)
+    # <caption>), "compact", "distances" (objects' metres), "matched" (distances, with the
+    # instruction's landmarks marked) or "here" (matched, and Stop's line names the room and
+    # the nearby objects)
     prompt: str = "langnav"
     feature_dim: int = 0  # size of the visual features (set from the encoder)
     pretrained: str | None = None  # hub id or local path of a causal LM
@@ -189,7 +192,7 @@ class NavPolicy(nn.Module):
 
     def marks(self, instruction: str) -> dict[str, str] | None:
         """The landmark marks of ``instruction`` for the ``matched`` prompt (else None)."""
-        return landmark_marks(instruction) if self.config.prompt == "matched" else None
+        return landmark_marks(instruction) if self.config.prompt in MARKED else None
 
     def encode_step(
         self, decision: Decision, marks: dict[str, str] | None = None
@@ -214,7 +217,7 @@ class NavPolicy(nn.Module):
             ids += piece
             views += [c.index] * len(piece)
             labpos[c.index] = len(ids) - 1
-        tail = self.encode(f"stop . {STOP_LABEL} <ans>")
+        tail = self.encode(f"{stop_line(obs, self.config.prompt, marks)} <ans>")
         ids += tail
         views += [-1] * len(tail)
         labpos[-1] = len(ids) - 2

@@ -41,7 +41,10 @@ def header_text(instruction: str) -> str:
     return f"<bos> {HEADER} {' '.join(words(instruction))}"
 
 
-PROMPT_STYLES = ("langnav", "compact", "distances", "matched")
+PROMPT_STYLES = ("langnav", "compact", "distances", "matched", "here")
+MARKED = ("matched", "here")  # the styles that mark the instruction's landmarks
+NEAR = 2.5  # metres: the ``here`` style's Stop line names the objects this close
+NEAR_MAX = 3  # ... at most this many, nearest first
 MAX_MARKS = 8  # landmark marks lm1 .. lm8 (later landmarks share lm8)
 # words the compact style drops from a caption: they carry no choice-relevant content
 _FILLER = frozenset(["a", "an", "the", "with", "on", "of", "to", "your", "is", "in", "there"])
@@ -91,10 +94,11 @@ def candidate_line(c, style: str = "langnav", marks: dict[str, str] | None = Non
     ``matched``: distances, with each room and object that the instruction names followed by
     its landmark mark (``marks``, from ``landmark_marks``): ``kitchen lm1 white fridge left 2
     lmlast <B>``; the policy need not learn to find the instruction's words in each line.
+    ``here``: the candidates as ``matched``; only the Stop line differs (``stop_line``).
     """
-    if style in ("distances", "matched") and _has_distances(c.caption):
-        body = _distance_words(c.caption, marks if style == "matched" else None)
-    elif style in ("compact", "distances", "matched"):
+    if style in ("distances", *MARKED) and _has_distances(c.caption):
+        body = _distance_words(c.caption, marks if style in MARKED else None)
+    elif style in ("compact", "distances", *MARKED):
         body = [w for w in words(c.caption.text) if w not in _FILLER]
     else:
         body = words(c.to_text(details=False))
@@ -142,6 +146,40 @@ def _distance_words(caption, marks: dict[str, str] | None = None) -> list[str]:
     return out
 
 
+def here_words(obs: TextObservation, marks: dict[str, str] | None = None) -> list[str]:
+    """What surrounds the agent, from its candidates' captions: the room most of its views
+    show, then the objects within ``NEAR`` metres in any view (nearest first, at most
+    ``NEAR_MAX``), each with its whole metres and its landmark mark. ``[]`` when the
+    captions carry no structure (pixel captioners)."""
+    caps = [c.caption for c in obs.candidates if _has_distances(c.caption)]
+    if not caps:
+        return []
+    marks = marks or {}
+    rooms: dict[str, int] = {}
+    for cap in caps:
+        rooms[cap.room] = rooms.get(cap.room, 0) + 1
+    room = max(rooms, key=rooms.get)  # ties: the first view's
+    near: dict[object, object] = {}
+    for cap in caps:
+        for m in [*cap.mentions, *cap.more]:
+            key = m.instance_id if m.instance_id is not None else m.name
+            if m.distance <= NEAR and (key not in near or m.distance < near[key].distance):
+                near[key] = m
+    out = words(room) + _mark(marks, room)
+    for m in sorted(near.values(), key=lambda m: (m.distance, m.name))[:NEAR_MAX]:
+        out += [",", *words(m.name), str(max(1, round(m.distance)))]
+        out += _mark(marks, m.category, m.colour)
+    return out
+
+
+def stop_line(obs: TextObservation, style: str = "langnav", marks=None) -> str:
+    """Stop's line, closed by its label: ``stop .``, or in the ``here`` style what surrounds
+    the agent (``stop here living room lm2 , black tv stand 1 lmlast <STOP>``), so that Stop
+    is scored from its own line like any candidate."""
+    here = here_words(obs, marks) if style == "here" else []
+    return " ".join(["stop", "here", *here] if here else ["stop", "."]) + f" {STOP_LABEL}"
+
+
 def step_text(
     obs: TextObservation, style: str = "langnav", marks: dict[str, str] | None = None
 ) -> str:
@@ -149,7 +187,7 @@ def step_text(
     parts = ["<step>"]
     for c in obs.candidates:
         parts.append(candidate_line(c, style, marks))
-    parts.append(f"stop . {STOP_LABEL} <ans>")
+    parts.append(f"{stop_line(obs, style, marks)} <ans>")
     return " ".join(parts)
 
 
