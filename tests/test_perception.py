@@ -192,12 +192,27 @@ def test_captioner_options_are_checked_with_one_line_errors():
 
     assert "-beyond" in make_captioner("semantic", max_objects=2, beyond=True).identity
     bad = [
-        ({"max_obj": 2}, "has no option 'max_obj'"),
+        ({"max_obj": 2}, "max_obj: the 'semantic' captioner has no such option"),
         ({"more": -1}, "more=-1 is out of range"),
-        ({"max_objects": 2.5}, "max_objects=2.5 must be a whole number"),
+        ({"max_objects": 2.5}, "max_objects=2.5 should be a whole number"),
         ({"min_area": 3.0}, "min_area=3.0 is out of range"),
     ]
     for kwargs, msg in bad:
         with pytest.raises(ConfigError, match=msg) as err:
             make_captioner("semantic", **kwargs)
         assert "\n" not in str(err.value)
+
+
+def test_a_train_config_with_a_bad_captioner_option_fails_when_read(tmp_path):
+    """Checked in the main process when the config is read, not in the collection workers
+    (a pool worker failing in its initializer is restarted forever)."""
+    from vlnav.config import ConfigError, load_config
+    from vlnav.train import TrainConfig
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("captioner: {name: semantic, kwargs: {max_objects: 2, max_obj: 3}}\n")
+    with pytest.raises(ConfigError, match=r"captioner\.kwargs\.max_obj: the 'semantic'"):
+        load_config(TrainConfig, path)
+    path.write_text("captioner: {name: semantic, kwargs: {more: -1}}\n")
+    with pytest.raises(ConfigError, match=r"captioner\.kwargs\.more=-1 is out of range"):
+        load_config(TrainConfig, path)

@@ -97,6 +97,14 @@ class CaptionerConfig:
     name: str = "semantic"
     kwargs: dict[str, Any] = field(default_factory=lambda: {"max_objects": 2})
 
+    def __post_init__(self) -> None:
+        from vlnav.perception.base import check_captioner
+
+        try:
+            check_captioner(self.name, self.kwargs or {})
+        except ConfigError as e:  # names the option: prefix where it sits
+            raise ConfigError(f"kwargs.{e}") from None
+
 
 @dataclass
 class TrainConfig:

@@ -126,7 +126,22 @@ CAPTIONERS: dict[str, str] = {
 def make_captioner(spec: str, **kwargs: Any) -> Captioner:
     """``semantic``, ``learned:<checkpoint>``, ``hf:<model id or path>``, ``open_clip:<model>``,
     ``none`` (empty captions)."""
-    name, _, arg = spec.partition(":")
+    ctor = _captioner_class(spec, kwargs)
+    _, _, arg = spec.partition(":")
+    return ctor(arg, **kwargs) if arg else ctor(**kwargs)
+
+
+def check_captioner(spec: str, kwargs: dict[str, Any]) -> None:
+    """Raise a one-line error for an unknown captioner, a missing dependency, an unknown
+    option or (``semantic``, which is cheap to build) a bad value, without loading a model:
+    configs call it when they are read, before any worker process starts."""
+    ctor = _captioner_class(spec, kwargs)
+    if spec == "semantic":
+        ctor(**kwargs)
+
+
+def _captioner_class(spec: str, kwargs: dict[str, Any]) -> Any:
+    name = spec.partition(":")[0]
     if name not in CAPTIONERS:
         raise VlnavError(f"unknown captioner '{spec}' (known: {', '.join(CAPTIONERS)})")
     module, cls = CAPTIONERS[name].split(":")
@@ -145,6 +160,7 @@ def make_captioner(spec: str, **kwargs: Any) -> Captioner:
             from vlnav.config import ConfigError
 
             raise ConfigError(
-                f"captioner '{name}' has no option {unknown[0]!r} (options: {', '.join(known)})"
+                f"{unknown[0]}: the '{name}' captioner has no such option "
+                f"(options: {', '.join(known)})"
             )
-    return ctor(arg, **kwargs) if arg else ctor(**kwargs)
+    return ctor

@@ -61,10 +61,10 @@ class SemanticCaptioner:
             ("more", more, 0, 20),
             ("dest_window", dest_window, 0.01, 1.0),
         ):
-            check_range(f"captioner semantic: {key}", value, lo, hi)
+            check_range(key, value, lo, hi)
         for key, value in (("max_objects", max_objects), ("more", more)):
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"captioner semantic: {key}={value!r} must be a whole number")
+                raise ConfigError(f"{key}={value!r} should be a whole number")
         self.max_objects = max_objects
         self.min_area = min_area
         self.max_distance = max_distance
