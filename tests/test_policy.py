@@ -243,6 +243,12 @@ def test_here_prompt_gives_stop_a_line_of_the_agents_surroundings():
         "s", [0.0] * 3, 0.0, [Candidate(0, 0.0, 0.0, [0.0] * 3, 2.0, Caption("A room."))]
     )
     assert stop_line(plain, "here", marks) == "stop . <STOP>"
+    # a further object without a distance (e.g. from imagined trajectories) is left out
+    from vlnav.perception.base import Mention
+
+    cands[1].caption.more = [Mention("plant", "green", None, "left")]
+    assert "plant" not in stop_line(obs, "here", marks)
+    cands[1].caption.more = []
     assert step_text(obs, "here", marks).endswith("lmlast , grey lamp 2 <STOP> <ans>")
 
     texts = [instr] + [c.caption.text for c in cands]

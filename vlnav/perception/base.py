@@ -108,6 +108,7 @@ class BlankCaptioner:
 
     name = "none"
     needs: tuple[str, ...] = ()
+    cheap_to_build = True
     identity = "none"
 
     def caption(self, views: list[View]) -> list[Caption]:
@@ -133,10 +134,10 @@ def make_captioner(spec: str, **kwargs: Any) -> Captioner:
 
 def check_captioner(spec: str, kwargs: dict[str, Any]) -> None:
     """Raise a one-line error for an unknown captioner, a missing dependency, an unknown
-    option or (``semantic``, which is cheap to build) a bad value, without loading a model:
+    option or (captioners marked ``cheap_to_build``) a bad value, without loading a model:
     configs call it when they are read, before any worker process starts."""
     ctor = _captioner_class(spec, kwargs)
-    if spec == "semantic":
+    if getattr(ctor, "cheap_to_build", False):  # builds nothing heavy: check its values too
         ctor(**kwargs)
 
 

@@ -41,6 +41,7 @@ def _where(m: Mention) -> str:
 class SemanticCaptioner:
     name = "semantic"
     needs = ("semantic", "depth")
+    cheap_to_build = True  # configs build it when read, to check its options
 
     def __init__(
         self,

@@ -191,7 +191,8 @@ class NavPolicy(nn.Module):
         return list(hit)
 
     def marks(self, instruction: str) -> dict[str, str] | None:
-        """The landmark marks of ``instruction`` for the ``matched`` prompt (else None)."""
+        """The landmark marks of ``instruction`` for the marked prompts (``matched``,
+        ``here``), else None."""
         return landmark_marks(instruction) if self.config.prompt in MARKED else None
 
     def encode_step(

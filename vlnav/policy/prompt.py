@@ -20,6 +20,7 @@ loss at every ``<ans>`` of an episode in one pass; inference appends segments to
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 from vlnav.perception.candidates import TextObservation
@@ -114,15 +115,14 @@ def _has_distances(caption) -> bool:
     )
 
 
-def _mention_words(m, marks: dict[str, str]) -> list[str]:
-    """``white fridge left 2 [lm<k>] ,``: an object, its side, whole metres, its mark."""
-    side = [m.side] if m.side else []
+def _mention_words(m, marks: dict[str, str], side: bool = True) -> list[str]:
+    """``white fridge left 2 [lm<k>]``: an object, its side, whole metres, its mark."""
+    sides = [m.side] if side and m.side else []
     return [
         *words(m.name),
-        *side,
+        *sides,
         str(max(1, round(m.distance))),
         *_mark(marks, m.category, m.colour),
-        ",",
     ]
 
 
@@ -130,10 +130,10 @@ def _distance_words(caption, marks: dict[str, str] | None = None) -> list[str]:
     marks = marks or {}
     out = words(caption.room) + _mark(marks, caption.room)
     for m in caption.mentions:
-        out += _mention_words(m, marks)
+        out += [*_mention_words(m, marks), ","]
     for m in caption.more:  # further objects: only those the instruction names
         if _mark(marks, m.category, m.colour):
-            out += _mention_words(m, marks)
+            out += [*_mention_words(m, marks), ","]
     door = _DOORWAY.search(caption.text.lower())
     if door:
         out += ["doorway", door.group(1)]
@@ -155,20 +155,18 @@ def here_words(obs: TextObservation, marks: dict[str, str] | None = None) -> lis
     if not caps:
         return []
     marks = marks or {}
-    rooms: dict[str, int] = {}
-    for cap in caps:
-        rooms[cap.room] = rooms.get(cap.room, 0) + 1
-    room = max(rooms, key=rooms.get)  # ties: the first view's
+    room = Counter(cap.room for cap in caps).most_common(1)[0][0]  # ties: the first view's
     near: dict[object, object] = {}
     for cap in caps:
         for m in [*cap.mentions, *cap.more]:
             key = m.instance_id if m.instance_id is not None else m.name
-            if m.distance <= NEAR and (key not in near or m.distance < near[key].distance):
+            if m.distance is None or m.distance > NEAR:
+                continue
+            if key not in near or m.distance < near[key].distance:
                 near[key] = m
     out = words(room) + _mark(marks, room)
     for m in sorted(near.values(), key=lambda m: (m.distance, m.name))[:NEAR_MAX]:
-        out += [",", *words(m.name), str(max(1, round(m.distance)))]
-        out += _mark(marks, m.category, m.colour)
+        out += [",", *_mention_words(m, marks, side=False)]
     return out
 
 
