@@ -101,8 +101,12 @@ def test_two_workers_give_the_same_records(tiny_env, tiny_episodes, tmp_path):
     assert one.metrics == two.metrics
 
 
-def test_batched_policy_evaluation_matches_one_at_a_time(tiny_env, tiny_episodes, tmp_path):
-    """Many episodes stepped together, decisions batched: the same trajectories."""
+@pytest.mark.parametrize("waypoints", ["straight", "path"])
+def test_batched_policy_evaluation_matches_one_at_a_time(
+    tiny_env, tiny_episodes, tmp_path, waypoints
+):
+    """Many episodes stepped together, decisions batched: the same trajectories (path moves
+    too, which query the simulator at every action)."""
     torch = pytest.importorskip("torch", reason="the policy needs torch")
     from vlnav.policy.model import NavPolicy, PolicyConfig, build_tokenizer
     from vlnav.train import _asset_words
@@ -115,7 +119,8 @@ def test_batched_policy_evaluation_matches_one_at_a_time(tiny_env, tiny_episodes
         for p in pol.parameters():
             p.mul_(8.0)
     ckpt = tmp_path / "policy"
-    pol.save(ckpt, {"captioner": {"name": "semantic", "kwargs": {}}, "max_decisions": 4})
+    meta = {"captioner": {"name": "semantic", "kwargs": {}}, "max_decisions": 4}
+    pol.save(ckpt, {**meta, "waypoints": waypoints})
     kw = {"agent_kwargs": {"checkpoint": str(ckpt)}, "progress": False}
     one = evaluate(tiny_env, "policy", "val_unseen", out_dir=tmp_path / "one", **kw)
     many = evaluate(tiny_env, "policy", "val_unseen", out_dir=tmp_path / "b", batch=3, **kw)
@@ -128,6 +133,9 @@ def test_batched_policy_evaluation_matches_one_at_a_time(tiny_env, tiny_episodes
         labels.update(t["label"] for t in a["extra"]["trace"])
     assert len(labels) > 2  # the rollouts took several different choices
     assert many.metrics == one.metrics
+    from vlnav.policy.agent import PolicyAgent
+
+    assert PolicyAgent(str(ckpt)).waypoints == waypoints
     # bfloat16 weights (faster on CPUs with AVX512-BF16): a full, valid run
     kw["agent_kwargs"]["dtype"] = "bfloat16"
     half = evaluate(tiny_env, "policy", "val_unseen", out_dir=tmp_path / "h", batch=3, **kw)

@@ -10,7 +10,13 @@ from vlnav.config import EnvConfig, SensorConfig
 from vlnav.episodes import yaw_to_quaternion
 from vlnav.perception import View, make_captioner
 from vlnav.perception.cache import ObservationCache
-from vlnav.perception.candidates import TextObserver, direction_phrase, find_waypoint
+from vlnav.perception.candidates import (
+    DETOUR,
+    TextObserver,
+    direction_phrase,
+    find_path_waypoint,
+    find_waypoint,
+)
 from vlnav.sim.builtin import BuiltinSimulator
 
 
@@ -167,6 +173,42 @@ def test_waypoints_stop_at_walls(tiny_env):
     assert d == pytest.approx(3.0)
 
 
+def test_path_waypoints_pass_a_doorway_a_straight_walk_misses(tiny_env):
+    """East from (3.2, 1.6) a straight walk meets the end of the shared wall (the door spans
+    z in [1.5, 2.5]; the agent's 0.18 m radius needs z >= 1.68) after about half a metre: no
+    straight candidate. The path waypoint is 3 m east in the kitchen, its path bent round
+    the door frame by a few centimetres."""
+    from vlnav import VlnavError
+
+    sim = BuiltinSimulator(tiny_env, sensors=())
+    p, east = [3.2, 0.0, 1.6], -math.pi / 2
+    sim.reset("tiny_0000", p, yaw_to_quaternion(east))
+    assert find_waypoint(sim, p, east) is None
+    wp, g = find_path_waypoint(sim, p, east)
+    assert wp[0] == pytest.approx(6.2) and wp[2] == pytest.approx(1.6)  # the full 3 m
+    assert g == pytest.approx(sim.geodesic_distance(wp, p))
+    assert 3.0 < g <= DETOUR * 3.0 + 0.25  # round the door frame, not through the wall
+    # from (3.2, 0.8) the door is far off the heading: the way round is 3.6 m for a 3 m
+    # point, beyond the default bound; a looser bound takes it
+    q = [3.2, 0.0, 0.8]
+    assert find_path_waypoint(sim, q, east) is None
+    wp2, g2 = find_path_waypoint(sim, q, east, detour=1.25)
+    assert wp2[0] == pytest.approx(6.2) and 3.4 < g2 <= 1.25 * 3.0 + 0.25
+    # west: open floor, the path is the straight line (the wall's face + radius at x 0.23)
+    wp3, g3 = find_path_waypoint(sim, p, math.pi / 2)
+    assert wp3[0] == pytest.approx(0.45) and g3 == pytest.approx(2.75, abs=0.05)
+    # heading 0 (-z) from z 0.8: 0.57 m of floor before the wall, nothing at 0.75 m or more
+    assert find_path_waypoint(sim, q, 0.0) is None
+    obs = TextObserver(sim, make_captioner("semantic"), waypoints="path").observe("tiny_0000")
+    straight = TextObserver(sim, make_captioner("semantic")).observe("tiny_0000")
+    assert 0 in [c.index for c in obs.candidates] and 0 not in [
+        c.index for c in straight.candidates
+    ]
+    with pytest.raises(VlnavError, match="waypoints 'curved'"):
+        TextObserver(sim, make_captioner("semantic"), waypoints="curved")
+    sim.close()
+
+
 def test_cache_hits_and_identity_invalidation(house, tmp_path):
     sim, scene = house
     sim.load_scene(scene)
@@ -179,7 +221,11 @@ def test_cache_hits_and_identity_invalidation(house, tmp_path):
     c = TextObserver(sim, other, cache=cache).observe(scene)
     assert cache.misses == 2  # another identity is never served the old entry
     assert all(len(x.caption.mentions) <= 1 for x in c.candidates)
-    assert cache.prune({other.identity}) == 1 and len(cache) == 1
+    # path waypoints are other candidates: never served the straight ones
+    d = TextObserver(sim, make_captioner("semantic"), cache=cache, waypoints="path").observe(scene)
+    assert cache.misses == 3 and cache.hits == 1
+    assert [x.waypoint for x in d.candidates] != [x.waypoint for x in a.candidates]
+    assert cache.prune({other.identity}) == 2 and len(cache) == 1
     feat = np.arange(6, dtype=np.float32)
     k = cache.key(scene, [1, 0, 1], 0.0, "enc", kind="feat")
     cache.put(k, feat)

@@ -1,6 +1,7 @@
 """The small-LM policy: prompt, scoring, KV-cache consistency, batching, checkpoints, training."""
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -302,6 +303,10 @@ def test_word_permutation_augmentation_keeps_the_task(corpus):
 
     with pytest.raises(ConfigError, match="augment"):
         load_train_config(ROOT / "configs/langnav-small.yaml", ["data.augment=1.5"])
+    with pytest.raises(ConfigError, match="waypoints"):
+        load_train_config(ROOT / "configs/langnav-small.yaml", ["waypoints=curved"])
+    with pytest.raises(ConfigError, match="good_within"):
+        load_train_config(ROOT / "configs/langnav-small.yaml", ["optim.good_within=-1"])
     with pytest.raises(ConfigError, match="augment needs policy.fusion: none"):
         load_train_config(
             ROOT / "configs/langnav-small.yaml",
@@ -314,6 +319,49 @@ def test_controller_turns_the_short_way_then_walks():
     assert candidate_actions(2, 0.5) == [TURN_LEFT] * 4 + [MOVE_FORWARD] * 2  # 60 left
     assert candidate_actions(11, 0.25) == [TURN_RIGHT] * 2 + [MOVE_FORWARD]  # 30 right
     assert candidate_actions(6, 0.25)[:12] == [TURN_LEFT] * 12  # turn around
+
+
+def test_path_move_goes_through_the_door_a_straight_move_walks_into(tiny_env):
+    """From (3.2, 1.6) facing east, the view ahead has a path waypoint in the kitchen (the
+    door frame is in the way of a straight walk). Taking it, the controller follows the shortest path there:
+    the agent ends in the kitchen near the waypoint, having walked about the geodesic
+    length and never into a wall. The straight walk in that view has no candidate."""
+    from vlnav.episodes import Episode, yaw_to_quaternion
+    from vlnav.evaluate import run_episode
+    from vlnav.metrics import path_length
+    from vlnav.perception.base import make_captioner
+    from vlnav.policy.agent import DecisionAgent
+    from vlnav.policy.controller import path_budget
+    from vlnav.sim.base import make_simulator
+
+    start = [3.2, 0.0, 1.6]
+    ep = Episode(1, 1, "tiny_0000", start, yaw_to_quaternion(-math.pi / 2),
+                 [{"position": [7.0, 0.0, 3.0], "radius": 3.0}], [start], "go",
+                 {"geodesic_distance": 4.5})  # fmt: skip
+    sim = make_simulator("builtin", tiny_env, sensors=())
+    seen = []
+
+    def choose(obs, decision):
+        seen.append(obs)
+        return "<A>" if len(seen) == 1 else STOP_LABEL  # the view ahead, then stop
+
+    try:
+        agent = DecisionAgent(make_captioner("semantic"), choose, waypoints="path")
+        rec = run_episode(sim, ep, agent, 200)
+        first = next(c for c in seen[0].candidates if c.index == 0)
+        end = rec.positions[-1]
+        assert end[0] > 4.5, end  # through the door, in the kitchen
+        assert math.dist(end, first.waypoint) <= 0.3
+        assert path_length(rec.positions) <= first.distance + 0.3
+        assert len(rec.actions) <= path_budget(first.distance) + 1
+        assert len(seen) == 2 and rec.actions[-1] == 0  # one move, then Stop
+        # straight candidates: none ahead (the end of the wall is about 0.55 m away)
+        agent = DecisionAgent(make_captioner("semantic"), choose, waypoints="straight")
+        seen.clear()
+        run_episode(sim, ep, agent, 200)
+        assert 0 not in [c.index for c in seen[0].candidates]
+    finally:
+        sim.close()
 
 
 def test_scores_only_available_labels_and_kv_cache_matches_full_pass(corpus):
@@ -575,6 +623,15 @@ def test_expert_rates_every_near_best_candidate_good(tiny_env, tiny_episodes):
                 json.loads(json.dumps(_decisions_to_json(ep.instruction_text, i, agent.decisions)))
             )
             assert [d.good for d in back] == [d.good for d in agent.decisions]
+        # a wider margin (optim.good_within) keeps the expert's path and widens the sets
+        wide = DecisionAgent(make_captioner("semantic"), record=True, max_decisions=8)
+        wide.good_within = 2.0
+        run_episode(sim, eps[0], wide, 300, seed=0)
+        run_episode(sim, eps[0], agent, 300, seed=0)
+        assert [d.label for d in wide.decisions] == [d.label for d in agent.decisions]
+        pairs = list(zip(wide.decisions, agent.decisions))
+        assert all(set(a.good) >= set(b.good) for a, b in pairs)
+        assert any(len(a.good) > len(b.good) for a, b in pairs)
     finally:
         sim.close()
     assert several > 0, "neighbouring views should sometimes tie"

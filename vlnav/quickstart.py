@@ -65,7 +65,7 @@ def run_quickstart(
             progress=progress,
             restart=True,  # the quickstart's own folders: a changed run starts over
         )
-    captioner = DEFAULT_CAPTIONER
+    captioner, waypoints = DEFAULT_CAPTIONER, "straight"
     if policy_config is not None:
         import dataclasses
 
@@ -76,7 +76,7 @@ def run_quickstart(
             policy_config if Path(policy_config).is_file() else None,
             [f"out={out / 'policy-run'}", *policy_overrides],
         )
-        captioner = dataclasses.asdict(tcfg.captioner)
+        captioner, waypoints = dataclasses.asdict(tcfg.captioner), tcfg.waypoints
         ckpt = Trainer(tcfg, progress=progress, env=config).run()
         results["policy"] = evaluate(
             config,
@@ -92,7 +92,15 @@ def run_quickstart(
         )
     print(format_table({a: r.metrics for a, r in results.items()}))
     print(f"[4/4] writing the report ({videos} episode videos)")
-    write_report(config, results, out, videos=videos, progress=progress, captioner=captioner)
+    write_report(
+        config,
+        results,
+        out,
+        videos=videos,
+        progress=progress,
+        captioner=captioner,
+        waypoints=waypoints,
+    )
     print(f"quickstart finished in {time.time() - t0:.0f} s")
     return out
 
@@ -105,6 +113,7 @@ def write_report(
     progress: bool = False,
     captioner: dict[str, Any] | None = None,
     size: int = 256,
+    waypoints: str = "straight",
 ) -> Path:
     """Write the report folder for evaluation results and return its ``index.html``.
 
@@ -118,6 +127,8 @@ def write_report(
         captioner: ``{"name": spec, "kwargs": {...}}`` of the captioner whose candidate
             captions the videos show (the policy's; default semantic, 2 objects).
         size: height in pixels of the videos' image row.
+        waypoints: how the policy's candidates were found (``straight`` or ``path``), so
+            that the videos show the candidates it chose among.
 
     Example:
         >>> results = {a: evaluate(cfg, a, "val_unseen", 2, 1, out / "eval" / a)
@@ -135,8 +146,8 @@ def write_report(
         json.dumps({"env": config.name, "split": split, "agents": rows}, indent=2) + "\n"
     )
     plots = _plots(results, out / "plots", config.episodes.success_radius)
-    media = _videos(config, results, out / "videos", videos, progress, captioner, size)
-    figure = _candidates_figure(config, results, out / "candidates", captioner)
+    media = _videos(config, results, out / "videos", videos, progress, captioner, size, waypoints)
+    figure = _candidates_figure(config, results, out / "candidates", captioner, waypoints)
     index = out / "index.html"
     index.write_text(_html(out, config, split, results, plots, media, figure))
     return index
@@ -211,6 +222,7 @@ def _videos(
     progress: bool,
     captioner: dict[str, Any],
     size: int = 256,
+    waypoints: str = "straight",
 ) -> list[tuple[str, dict, list[Path]]]:
     from tqdm import tqdm
 
@@ -226,7 +238,8 @@ def _videos(
     split = next(iter(results.values())).split
     by_id = {str(e.episode_id): e for e in load_episodes(config.episodes_path(split)).episodes}
     sim = BuiltinSimulator(config, sensors=("rgb",))
-    observer = TextObserver(sim, make_captioner(captioner["name"], **captioner.get("kwargs", {})))
+    cap = make_captioner(captioner["name"], **captioner.get("kwargs", {}))
+    observer = TextObserver(sim, cap, waypoints=waypoints)
     made = []
     try:
         for agent, rec in tqdm(picks, desc="videos", disable=not progress, leave=False):
@@ -293,7 +306,11 @@ def _candidate_lines(
 
 # ---------------------------------------------------------------- candidate views
 def _candidates_figure(
-    config: EnvConfig, results: dict[str, EvalResult], folder: Path, captioner: dict[str, Any]
+    config: EnvConfig,
+    results: dict[str, EvalResult],
+    folder: Path,
+    captioner: dict[str, Any],
+    waypoints: str = "straight",
 ) -> dict | None:
     """The first decision of one episode: each candidate view's image and its text."""
     import cv2
@@ -314,7 +331,7 @@ def _candidates_figure(
     try:
         sim.reset(ep.scene_id, ep.start_position, ep.start_rotation)
         cap = make_captioner(captioner["name"], **captioner.get("kwargs", {}))
-        obs = TextObserver(sim, cap).observe(ep.scene_id)
+        obs = TextObserver(sim, cap, waypoints=waypoints).observe(ep.scene_id)
         pano = sim.panorama(sensors=("rgb",))
     finally:
         sim.close()

@@ -70,14 +70,17 @@ class OptimConfig:
     grad_clip: float = 1.0
     lm_loss: float = 0.0  # weight of the next-token loss on the whole sequence (0: off)
     # decision targets: "best" = the expert's label; "good" = any label whose waypoint is
-    # within 0.5 m (geodesic) of the best one's (neighbouring views are often as good)
+    # within ``good_within`` metres (geodesic) of the best one's (neighbouring views are
+    # often as good); recorded when the data is collected
     answers: str = "best"
+    good_within: float = 0.5
 
     def __post_init__(self) -> None:
         check_choice("answers", self.answers, ("best", "good"))
         check_range("steps", self.steps, 0, 10_000_000)
         check_range("batch_size", self.batch_size, 1, 4096)
         check_range("lr", self.lr, 1e-7, 1.0)
+        check_range("good_within", self.good_within, 0.0, 10.0)
 
 
 @dataclass
@@ -114,6 +117,9 @@ class TrainConfig:
     out: str = "runs/langnav-small"
     seed: int = 0
     max_decisions: int = 15
+    # candidates' waypoints: "path" moves that follow the shortest path to a point in the
+    # view, or "straight" walks along it (vlnav/perception/candidates.py)
+    waypoints: str = "path"
     checkpoint_every: int = 100
     log_every: int = 20
     threads: int = 0  # torch threads (0: torch's default)
@@ -127,6 +133,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_range("max_decisions", self.max_decisions, 1, 200)
+        check_choice("waypoints", self.waypoints, ("straight", "path"))
         check_range("checkpoint_every", self.checkpoint_every, 1, 10_000_000)
         check_range("collect_workers", self.collect_workers, 1, 256)
         if self.policy.fusion != "none" and not self.features:
@@ -308,6 +315,7 @@ class Trainer:
             "captioner": dataclasses.asdict(self.cfg.captioner),
             "features": {"encoder": self.cfg.features} if self.cfg.features else None,
             "max_decisions": self.cfg.max_decisions,
+            "waypoints": self.cfg.waypoints,
             "env": self.env.name,
         }
 
@@ -496,6 +504,8 @@ class _Collector:
             cache=self.cache,
             turn_angle=env.agent.turn_angle,
             forward_step=env.agent.forward_step,
+            waypoints=cfg.waypoints,
+            good_within=cfg.optim.good_within,
         )
         self.threads = torch.get_num_threads()
         torch.set_num_threads(1)  # small incremental forwards: more threads only contend

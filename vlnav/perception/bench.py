@@ -64,7 +64,12 @@ def captions_per_second(captioner: Any, views: list[Any], seconds: float) -> flo
 
 
 def observations_per_second(
-    env: EnvConfig, scene: str, captioner: Any, size: int, seconds: float
+    env: EnvConfig,
+    scene: str,
+    captioner: Any,
+    size: int,
+    seconds: float,
+    waypoints: str = "straight",
 ) -> float:
     """TextObserver.observe at random poses (no cache): render 12 views + waypoints + caption."""
     from vlnav.perception.candidates import TextObserver
@@ -72,7 +77,7 @@ def observations_per_second(
     sim = _sim(env, size, tuple(captioner.needs))
     sim.load_scene(scene)
     rng = np.random.default_rng(1)
-    observer = TextObserver(sim, captioner)
+    observer = TextObserver(sim, captioner, waypoints=waypoints)
     sim.set_agent_state(sim.grid.random_point(rng), 0.0)
     observer.observe(scene)  # warm up (shader compile, first upload)
     n, t0 = 0, time.perf_counter()
@@ -159,6 +164,11 @@ def run_perception_bench(
             res["text_observations_per_s"].setdefault(spec, {})[f"{size}"] = round(rate, 2)
             if progress:
                 print(f"  text observations {spec:<20} {size}^2: {rate:6.2f}/s", flush=True)
+    for size in SIZES:  # path waypoints: geodesic checks on top (one distance field per pose)
+        rate = observations_per_second(env, scene, captioners["semantic"], size, seconds, "path")
+        res["text_observations_per_s"].setdefault("semantic+path", {})[f"{size}"] = round(rate, 2)
+        if progress:
+            print(f"  text observations {'semantic+path':<20} {size}^2: {rate:6.2f}/s", flush=True)
     res["machine"]["load_average_at_end"] = list(os.getloadavg())
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

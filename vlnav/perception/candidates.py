@@ -1,9 +1,19 @@
 """Candidate views as text: the LangNav-style observation of one decision.
 
 At each decision the agent sees 12 views at 30° steps. A direction is a *candidate* when
-there is a reachable waypoint in it: the farthest point up to ``max_range`` metres along
-that heading that the agent can walk to in a straight line (at least ``min_range``), as
-VLN-CE waypoint predictors propose. Each candidate's view is captioned and serialised as
+there is a reachable waypoint in it (at least ``min_range`` metres away), as VLN-CE
+waypoint predictors propose. Two ways to find it (``waypoints``):
+
+* ``straight``: the farthest point up to ``max_range`` metres along that heading that the
+  agent can walk to in a straight line; the controller turns and walks straight.
+* ``path`` (the default policy's): the farthest navigable point up to ``max_range`` metres
+  along that heading whose shortest path from the agent is at most ``DETOUR`` times as long
+  plus one step; the controller follows that path. A doorway a little off every one of the
+  12 headings is then still passed through, where a straight walk ends on the wall beside
+  it. With ``DETOUR`` 1.0 the path stays close to the view the caption describes (a larger
+  bound lets moves bend away from it: 1.25 trained a far worse policy).
+
+Each candidate's view is captioned and serialised as
 
     To your 30 degree left is, A kitchen with a white fridge ahead.
       Details: white fridge (2 m, ahead)
@@ -19,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from vlnav import VlnavError
 from vlnav.perception.base import Caption, Captioner, View
 
 N_VIEWS = 12
@@ -139,6 +150,39 @@ def find_waypoint(
     return p, walked
 
 
+WAYPOINT_MODES = ("straight", "path")
+DETOUR = 1.0  # a path waypoint's shortest path: at most DETOUR * its straight line + one step
+
+
+def find_path_waypoint(
+    sim: Any,
+    position: list[float],
+    heading: float,
+    max_range: float = 3.0,
+    min_range: float = 0.75,
+    step: float = 0.25,
+    detour: float = DETOUR,
+) -> tuple[list[float], float] | None:
+    """The farthest navigable point along ``heading`` (tried every ``step`` metres from
+    ``max_range`` down to ``min_range``) whose geodesic distance from ``position`` is at most
+    ``detour * r + step``, r its straight-line distance. Returns (waypoint, geodesic length),
+    or None when no such point exists (a wall or a long way round in that direction).
+
+    All the geodesic queries of one decision share their end point (the agent), so the
+    builtin backend answers them from one distance field."""
+    dx, dz = -math.sin(heading), -math.cos(heading)
+    n = int(math.floor((max_range - min_range) / step + 1e-9))
+    for k in range(n + 1):
+        r = max_range - k * step
+        q = [float(position[0] + dx * r), float(position[1]), float(position[2] + dz * r)]
+        if not sim.is_navigable(q):
+            continue
+        g = sim.geodesic_distance(q, position)
+        if g <= detour * r + step:
+            return q, float(g)
+    return None
+
+
 class TextObserver:
     """Renders the 12-view panorama at the agent's pose and builds its TextObservation.
 
@@ -155,7 +199,13 @@ class TextObserver:
         max_range: float = 3.0,
         min_range: float = 0.75,
         step: float | None = None,
+        waypoints: str = "straight",
     ) -> None:
+        if waypoints not in WAYPOINT_MODES:
+            raise VlnavError(
+                f"waypoints {waypoints!r}: expected one of {', '.join(WAYPOINT_MODES)}"
+            )
+        self.waypoints = waypoints
         self.sim = sim
         cfg = getattr(sim, "config", None)
         self.step = step or (cfg.agent.forward_step if cfg is not None else 0.25)
@@ -169,6 +219,8 @@ class TextObserver:
         key = None
         if self.cache is not None:
             identity = self.captioner.identity
+            if self.waypoints != "straight":  # other candidates: other observations
+                identity = f"{identity}|waypoints={self.waypoints}"
             tag = getattr(self.sim, "render_tag", "")  # the rendering domain's draw, if any
             if tag and "rgb" in self.captioner.needs:
                 identity = f"{identity}@{tag}"
@@ -183,9 +235,9 @@ class TextObserver:
 
     def _compute(self, scene_id: str, position: list[float], heading: float) -> TextObservation:
         headings = [heading + 2 * math.pi * k / N_VIEWS for k in range(N_VIEWS)]
+        find = find_path_waypoint if self.waypoints == "path" else find_waypoint
         ways = [
-            find_waypoint(self.sim, position, h, self.max_range, self.min_range, self.step)
-            for h in headings
+            find(self.sim, position, h, self.max_range, self.min_range, self.step) for h in headings
         ]
         keep = [k for k, w in enumerate(ways) if w is not None]
         out = TextObservation(scene_id, list(position), heading)

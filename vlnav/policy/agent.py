@@ -17,7 +17,7 @@ import torch
 from vlnav import VlnavError
 from vlnav.perception.base import make_captioner
 from vlnav.perception.candidates import TextObservation, TextObserver
-from vlnav.policy.controller import candidate_actions
+from vlnav.policy.controller import candidate_actions, follow_action, path_budget
 from vlnav.policy.expert import expert_answers
 from vlnav.policy.model import NavPolicy
 from vlnav.policy.prompt import LABELS, STOP_LABEL, Decision, header_text
@@ -92,8 +92,12 @@ class DecisionAgent:
         cache: Any = None,
         turn_angle: float = 15.0,
         forward_step: float = 0.25,
+        waypoints: str = "straight",
+        good_within: float = 0.5,
     ) -> None:
         self.captioner = captioner
+        self.good_within = good_within  # recorded good answers: within this of the best
+        self.waypoints = waypoints  # candidates' waypoints: straight walks or path moves
         self.choose = choose
         self.record = record
         self.max_decisions = max_decisions
@@ -108,8 +112,13 @@ class DecisionAgent:
         self.episode = episode
         self.scene = episode.scene_id
         self.goal = list(episode.goal_position)
-        self.observer = TextObserver(sim, self.captioner, cache=self.cache)
+        self.observer = TextObserver(
+            sim, self.captioner, cache=self.cache, waypoints=self.waypoints
+        )
         self.queue: list[int] = []
+        self.target: list[float] | None = None  # a path move's waypoint, while following it
+        self.budget = 0  # actions the path move may still take
+        self._fallback = (0, 0.0)  # its view and length, walked straight if it has no path
         self.decisions: list[Decision] = []
         self.trace: list[dict[str, Any]] = []
         self.n_decisions = 0
@@ -140,13 +149,20 @@ class DecisionAgent:
         moved = self._last is None or state.position != self._last
         if not moved and self.queue and self.queue[0] == MOVE_FORWARD:
             self.queue.clear()  # a forward step that went nowhere: stop the move early
+        if self.target is not None:  # a path move: its next action, or its end
+            if moved:
+                self._advance(state)
+            else:
+                self.target = None
         if self.queue or self.n_decisions >= self.max_decisions:
             return None
         self.n_decisions += 1
         obs = self.observer.observe(self.scene)
         d = Decision(obs, STOP_LABEL, self._features(obs))
         if self.record:
-            d.label, d.good = expert_answers(self.sim, obs, self.goal, self.success_radius)
+            d.label, d.good = expert_answers(
+                self.sim, obs, self.goal, self.success_radius, tolerance=self.good_within
+            )
             self.decisions.append(d)
         return d
 
@@ -163,14 +179,35 @@ class DecisionAgent:
                 "text": cand.caption.text if cand else "Stop",
             }
         )
-        if cand is not None:
+        if cand is not None and self.waypoints == "path":
+            # followed from the next action on (a batched runner restores this episode's
+            # simulator state only then)
+            self.target = list(cand.waypoint)
+            self.budget = path_budget(cand.distance, self.forward_step, self.turn_angle)
+            self._fallback = (cand.index, cand.distance)
+        elif cand is not None:
             self.queue = candidate_actions(
                 cand.index, cand.distance, self.turn_angle, self.forward_step
             )
 
+    def _advance(self, state: AgentState) -> None:
+        """Queue a path move's next action, or end the move (arrived, or out of budget)."""
+        assert self.target is not None
+        a = None
+        if self.budget > 0:
+            a = follow_action(self.sim, state, self.target, self.turn_angle)
+        self.budget -= 1
+        self.queue = [] if a is None else [a]
+        if a is None:
+            self.target = None
+
     def next_action(self, state: AgentState) -> int:
         """The next queued low-level action; Stop when none is queued."""
         self.n_actions += 1
+        if self.target is not None and not self.queue:  # a path move's first action
+            self._advance(state)
+            if not self.queue:  # no path to follow: walk the view straight instead
+                self.queue = candidate_actions(*self._fallback, self.turn_angle, self.forward_step)
         if not self.queue:
             return STOP
         a = self.queue.pop(0)
@@ -217,6 +254,7 @@ class PolicyAgent(DecisionAgent):
             choose=self._choose,
             max_decisions=max_decisions or meta.get("max_decisions", 15),
             features=features,
+            waypoints=meta.get("waypoints", "straight"),  # what the policy was trained on
             cache=cache,
             **kw,
         )
