@@ -19,13 +19,16 @@ rows = [
     ("prev. default\n+ room where\neach move\nends", 0.344, 0.291),
     ("+ that, and\nnamed\nobjects", 0.392, 0.325),
     ("prev. default\n+ Stop bias 1\n(eval only)", 0.460, 0.327),
-    ("+ Stop bias 1,\nalso in DAgger\n(default)", 0.478, 0.326),
-    ("default,\nlonger\n(1000 + 3×200)", 0.426, 0.303),
+    ("+ Stop bias 1,\nalso in\nDAgger (prev.\ndefault)", 0.478, 0.326),
+    ("prev. default,\nlonger\n(1000+3×200)", 0.426, 0.303),
     ("longer,\n`here`\nStop line", 0.346, 0.248),
     ("longer,\n3,600\nepisodes", 0.464, 0.330),
-    ("default\n+ named\nobjects\n(more: 4)", 0.470, 0.334),
+    ("prev. default\n+ named\nobjects\n(more: 4)", 0.470, 0.334),
+    ("prev. default,\npath moves\nbending\n≤ 25 %", 0.280, 0.230),
+    ("+ path\nmoves\n≤ 1 step\n(default)", 0.492, 0.384),
+    ("default,\ngood within\n1 m", 0.450, 0.348),
 ]
-fig, ax = plt.subplots(figsize=(16, 4.6), dpi=110)
+fig, ax = plt.subplots(figsize=(18, 4.8), dpi=110)
 x = range(len(rows))
 w = 0.38
 ax.bar([i - w / 2 for i in x], [r[1] for r in rows], w, label="SR", color="#3b75af")
