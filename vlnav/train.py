@@ -40,6 +40,7 @@ from vlnav.config import (
     check_range,
     load_config,
 )
+from vlnav.perception.candidates import WAYPOINT_MODES
 from vlnav.policy.model import PolicyConfig
 
 
@@ -133,7 +134,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_range("max_decisions", self.max_decisions, 1, 200)
-        check_choice("waypoints", self.waypoints, ("straight", "path"))
+        check_choice("waypoints", self.waypoints, WAYPOINT_MODES)
         check_range("checkpoint_every", self.checkpoint_every, 1, 10_000_000)
         check_range("collect_workers", self.collect_workers, 1, 256)
         if self.policy.fusion != "none" and not self.features:

@@ -118,7 +118,7 @@ class DecisionAgent:
         self.queue: list[int] = []
         self.target: list[float] | None = None  # a path move's waypoint, while following it
         self.budget = 0  # actions the path move may still take
-        self._fallback = (0, 0.0)  # its view and length, walked straight if it has no path
+        self._move: Any = None  # the path move's candidate (walked straight if it has no path)
         self.decisions: list[Decision] = []
         self.trace: list[dict[str, Any]] = []
         self.n_decisions = 0
@@ -184,7 +184,7 @@ class DecisionAgent:
             # simulator state only then)
             self.target = list(cand.waypoint)
             self.budget = path_budget(cand.distance, self.forward_step, self.turn_angle)
-            self._fallback = (cand.index, cand.distance)
+            self._move = cand
         elif cand is not None:
             self.queue = candidate_actions(
                 cand.index, cand.distance, self.turn_angle, self.forward_step
@@ -207,7 +207,10 @@ class DecisionAgent:
         if self.target is not None and not self.queue:  # a path move's first action
             self._advance(state)
             if not self.queue:  # no path to follow: walk the view straight instead
-                self.queue = candidate_actions(*self._fallback, self.turn_angle, self.forward_step)
+                c = self._move
+                self.queue = candidate_actions(
+                    c.index, c.distance, self.turn_angle, self.forward_step
+                )
         if not self.queue:
             return STOP
         a = self.queue.pop(0)

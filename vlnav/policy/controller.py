@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from vlnav.sim.base import MOVE_FORWARD, TURN_LEFT, TURN_RIGHT
+from vlnav.agents import oracle_action
+from vlnav.sim.base import MOVE_FORWARD, STOP, TURN_LEFT, TURN_RIGHT
 
 
 def candidate_actions(
@@ -41,8 +42,5 @@ def follow_action(
     """The next low-level action along the shortest path to ``target`` (a ``path`` waypoint):
     turn towards the path's next corner, or step forward when facing it within half a turn;
     None once within ``arrive`` metres of it (or when it cannot be reached)."""
-    from vlnav.agents import oracle_action
-    from vlnav.sim.base import STOP
-
     a = oracle_action(sim, state, target, arrive, math.radians(turn_angle) / 2)
     return None if a == STOP else a
