@@ -1,5 +1,6 @@
 """The small-LM policy: prompt, scoring, KV-cache consistency, batching, checkpoints, training."""
 
+import copy
 import json
 import math
 import subprocess
@@ -364,6 +365,48 @@ def test_path_move_goes_through_the_door_a_straight_move_walks_into(tiny_env):
         sim.close()
 
 
+def test_path_move_without_a_path_walks_its_view_straight(tiny_env):
+    """A path candidate whose waypoint the grid cannot reach (here: moved outside the
+    house, more than 0.5 m from any navigable cell) does not end the episode: the controller walks the view straight,
+    turn for turn and step for step as a straight candidate would, stopping early when a
+    step goes nowhere."""
+    from vlnav.episodes import Episode, yaw_to_quaternion
+    from vlnav.evaluate import run_episode
+    from vlnav.perception.base import make_captioner
+    from vlnav.policy.agent import DecisionAgent
+    from vlnav.policy.controller import candidate_actions
+    from vlnav.sim.base import make_simulator
+
+    start = [1.5, 0.0, 1.5]
+    ep = Episode(1, 1, "tiny_0000", start, yaw_to_quaternion(-math.pi / 2),
+                 [{"position": [7.0, 0.0, 3.0], "radius": 3.0}], [start], "go",
+                 {"geodesic_distance": 5.5})  # fmt: skip
+    sim = make_simulator("builtin", tiny_env, sensors=())
+    chosen = []
+
+    def choose(obs, decision):
+        if chosen:
+            return STOP_LABEL
+        cand = max(obs.candidates, key=lambda c: c.distance)
+        assert sim.is_navigable(cand.waypoint)
+        cand.waypoint = [20.0, 0.0, 20.0]  # outside the house: no path ends there
+        assert not sim.is_navigable(cand.waypoint)
+        chosen.append(cand)
+        return LABELS[cand.index]
+
+    try:
+        agent = DecisionAgent(make_captioner("semantic"), choose, waypoints="path")
+        rec = run_episode(sim, ep, agent, 200)
+        cand = chosen[0]
+        straight = candidate_actions(cand.index, cand.distance)
+        moves = rec.actions[:-1]  # then Stop, at the next decision
+        assert rec.actions[-1] == 0 and len(moves) >= 2
+        assert moves == straight[: len(moves)]  # the straight walk, perhaps cut short
+        assert math.dist(rec.positions[0], rec.positions[-1]) > 0.5  # it did move
+    finally:
+        sim.close()
+
+
 def test_scores_only_available_labels_and_kv_cache_matches_full_pass(corpus):
     pol = tiny_policy(corpus)
     instr, ds = corpus[2]
@@ -585,11 +628,14 @@ def test_two_training_processes_take_the_same_steps_as_one(tmp_path):
 
 def test_expert_rates_every_near_best_candidate_good(tiny_env, tiny_episodes):
     """On a real house: the expert's good answers are its label plus every candidate whose
-    waypoint ends within 0.5 m (geodesic) of the best one's, and they survive the JSON."""
+    waypoint ends within 0.5 m (geodesic) of the best one's; every other answer's regret is
+    how much farther from the goal it leads (a Stop outside the success radius: the cap);
+    both survive the JSON."""
     from vlnav.episodes import load_episodes
     from vlnav.evaluate import run_episode
     from vlnav.perception.base import make_captioner
     from vlnav.policy.agent import DecisionAgent
+    from vlnav.policy.expert import REGRET_CAP
     from vlnav.sim.base import make_simulator
     from vlnav.train import _decisions_to_json, _json_to_decisions
 
@@ -603,15 +649,24 @@ def test_expert_rates_every_near_best_candidate_good(tiny_env, tiny_episodes):
             assert agent.decisions and agent.decisions[-1].label == STOP_LABEL
             for d in agent.decisions:
                 assert d.label in d.good and set(d.good) <= set(labels_of(d.obs))
-                if d.label == STOP_LABEL:
-                    assert d.good == [STOP_LABEL]
-                    continue
+                assert sorted(d.regret) == sorted(labels_of(d.obs))
+                assert all(d.regret[g] == 0 for g in d.good)
                 dist = {
                     LABELS[c.index]: sim.geodesic_distance(c.waypoint, ep.goal_position)
                     for c in d.obs.candidates
                 }
-                best = dist[d.label]
                 d0 = sim.geodesic_distance(d.obs.position, ep.goal_position)
+                ref = min([d0, *dist.values()]) if d.label == STOP_LABEL else dist[d.label]
+                for lab, x in dist.items():
+                    if lab not in d.good:
+                        want = min(max(x - ref, 0.0), REGRET_CAP)
+                        assert d.regret[lab] == pytest.approx(want, abs=1e-3), lab
+                if STOP_LABEL not in d.good:
+                    assert d.regret[STOP_LABEL] == (0.5 if d0 <= 3.0 else REGRET_CAP)
+                if d.label == STOP_LABEL:
+                    assert d.good == [STOP_LABEL]
+                    continue
+                best = dist[d.label]
                 assert best == min(dist.values())
                 for lab, x in dist.items():
                     ok = lab == d.label or (x <= best + 0.5 and x < d0 - 0.5)
@@ -623,6 +678,7 @@ def test_expert_rates_every_near_best_candidate_good(tiny_env, tiny_episodes):
                 json.loads(json.dumps(_decisions_to_json(ep.instruction_text, i, agent.decisions)))
             )
             assert [d.good for d in back] == [d.good for d in agent.decisions]
+            assert [d.regret for d in back] == [d.regret for d in agent.decisions]
         # a wider margin (optim.good_within) keeps the expert's path and widens the sets
         wide = DecisionAgent(make_captioner("semantic"), record=True, max_decisions=8)
         wide.good_within = 2.0
@@ -660,6 +716,42 @@ def test_good_answers_loss_is_their_total_probability(corpus):
     assert float(good) == pytest.approx(ref_good / len(ds), abs=1e-4)
     assert float(best) == pytest.approx(ref_best / len(ds), abs=1e-4)
     assert float(good) < float(best) and float(acc_good) >= float(acc_best)
+
+
+def test_regret_term_is_the_expected_regret_of_each_decision(corpus):
+    """``optim.regret``: the loss gains w times the mean over decisions of the policy's
+    probability of each answer times its regret; a costly wrong answer loses more
+    probability in a training step than a cheap one."""
+    pol = tiny_policy(corpus)
+    instr, ds = corpus[1]
+    labs = labels_of(ds[0].obs)
+    regret = {lab: 0.0 for lab in labs}
+    regret[labs[1]], regret[labs[2]] = 0.5, 4.0  # a near miss and a step the wrong way
+    ds = [Decision(ds[0].obs, labs[0], good=[labs[0]], regret=regret), *ds[1:]]
+    batch = collate([pol.episode_tensors(instr, ds)], pol.tokenizer.pad_token_id)
+    with torch.no_grad():
+        plain, _ = pol(batch, 0.0, "good")
+        with_regret, _ = pol(batch, 0.0, "good", 0.3)
+        ctx = EpisodeContext(pol, instr)
+        p = np.exp(ctx.scores(ds[0])[0])
+    k1, k2 = pol.label_index(labs[1]), pol.label_index(labs[2])
+    expected = (p[k1] * 0.5 + p[k2] * 4.0) / len(ds)  # the other decisions: no regret
+    assert float(with_regret - plain) == pytest.approx(0.3 * expected, abs=1e-5)
+
+    # one gradient step with the term, against one without: the wrong way loses more
+    # probability relative to the near miss
+    def stepped(weight):
+        q = copy.deepcopy(pol).train()
+        q(batch, 0.0, "good", weight)[0].backward()
+        with torch.no_grad():
+            for w in q.parameters():
+                if w.grad is not None:
+                    w -= 0.01 * w.grad
+            return np.exp(EpisodeContext(q.eval(), instr).scores(ds[0])[0])
+
+    plain_p, regret_p = stepped(0.0), stepped(5.0)
+    assert regret_p[k2] / regret_p[k1] < plain_p[k2] / plain_p[k1]
+    assert regret_p[k2] < plain_p[k2]
 
 
 def test_expert_collection_in_two_processes_writes_the_same_file(tmp_path):

@@ -75,6 +75,10 @@ class OptimConfig:
     # often as good); recorded when the data is collected
     answers: str = "best"
     good_within: float = 0.5
+    # weight of the expected-regret term: the policy's probabilities times each answer's
+    # regret (metres the answer loses against the expert's, vlnav.policy.expert), so a step
+    # the wrong way costs more than a near miss; 0: off
+    regret: float = 0.0
 
     def __post_init__(self) -> None:
         check_choice("answers", self.answers, ("best", "good"))
@@ -82,6 +86,7 @@ class OptimConfig:
         check_range("batch_size", self.batch_size, 1, 4096)
         check_range("lr", self.lr, 1e-7, 1.0)
         check_range("good_within", self.good_within, 0.0, 10.0)
+        check_range("regret", self.regret, 0.0, 100.0)
 
 
 @dataclass
@@ -164,6 +169,7 @@ def _decisions_to_json(instruction: str, episode_id: Any, decisions: list) -> di
                 "label": d.label,
                 "features": None if d.features is None else np.asarray(d.features).tolist(),
                 "good": d.good,
+                "regret": d.regret,
             }
             for d in decisions
         ],
@@ -180,6 +186,7 @@ def _json_to_decisions(item: dict[str, Any]) -> tuple[str, list]:
             d["label"],
             None if d.get("features") is None else np.asarray(d["features"], np.float32),
             d.get("good"),
+            d.get("regret"),
         )
         for d in item["decisions"]
     ]
@@ -446,7 +453,9 @@ class Trainer:
                 # under DDP, gradients are all-reduced once, after the last micro-batch
                 sync = j == len(shard) - 1 or acc.num_processes == 1
                 with contextlib.nullcontext() if sync else acc.no_sync(model):
-                    loss, accuracy = model(batch, cfg.optim.lm_loss, cfg.optim.answers)
+                    loss, accuracy = model(
+                        batch, cfg.optim.lm_loss, cfg.optim.answers, cfg.optim.regret
+                    )
                     acc.backward(loss * (len(items[i]["ans"]) * acc.num_processes / n_all))
                 w = len(items[i]["ans"]) / n_dec  # this process's share, for the log
                 loss_sum += loss.item() * w

@@ -18,7 +18,7 @@ from vlnav import VlnavError
 from vlnav.perception.base import make_captioner
 from vlnav.perception.candidates import TextObservation, TextObserver
 from vlnav.policy.controller import candidate_actions, follow_action, path_budget
-from vlnav.policy.expert import expert_answers
+from vlnav.policy.expert import expert_judgement
 from vlnav.policy.model import NavPolicy
 from vlnav.policy.prompt import LABELS, STOP_LABEL, Decision, header_text
 from vlnav.sim.base import MOVE_FORWARD, STOP, AgentState
@@ -160,7 +160,7 @@ class DecisionAgent:
         obs = self.observer.observe(self.scene)
         d = Decision(obs, STOP_LABEL, self._features(obs))
         if self.record:
-            d.label, d.good = expert_answers(
+            d.label, d.good, d.regret = expert_judgement(
                 self.sim, obs, self.goal, self.success_radius, tolerance=self.good_within
             )
             self.decisions.append(d)

@@ -237,7 +237,7 @@ class NavPolicy(nn.Module):
         marks = self.marks(instruction)
         views = [-1] * len(ids)
         steps = [-1] * len(ids)
-        ans, targets, avail, labpos, goods = [], [], [], [], []
+        ans, targets, avail, labpos, goods, regrets = [], [], [], [], [], []
         for s, d in enumerate(decisions):
             sid, sv, av, lp = self.encode_step_full(d, marks)
             labpos.append([len(ids) + o if o >= 0 else 0 for o in lp])
@@ -251,6 +251,10 @@ class NavPolicy(nn.Module):
             for g in [d.label, *(d.good or [])]:
                 good[self.label_index(g)] = True
             goods.append(good)
+            regret = [0.0] * len(av)  # none recorded (older data): the term is zero
+            for lab, r in (d.regret or {}).items():
+                regret[self.label_index(lab)] = float(r)
+            regrets.append(regret)
             ids.append(int(self.label_ids[targets[-1]]))
             views.append(-1)
             steps.append(s)
@@ -267,6 +271,7 @@ class NavPolicy(nn.Module):
             "targets": targets,
             "avail": avail,
             "good": goods,
+            "regret": regrets,
             "labpos": labpos,
             "features": feats,
         }
@@ -299,12 +304,20 @@ class NavPolicy(nn.Module):
         return emb
 
     def forward(
-        self, batch: dict[str, torch.Tensor], lm_weight: float = 0.0, answers: str = "best"
+        self,
+        batch: dict[str, torch.Tensor],
+        lm_weight: float = 0.0,
+        answers: str = "best",
+        regret_weight: float = 0.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.loss(batch, lm_weight, answers)
+        return self.loss(batch, lm_weight, answers, regret_weight)
 
     def loss(
-        self, batch: dict[str, torch.Tensor], lm_weight: float = 0.0, answers: str = "best"
+        self,
+        batch: dict[str, torch.Tensor],
+        lm_weight: float = 0.0,
+        answers: str = "best",
+        regret_weight: float = 0.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean cross-entropy over every decision of the batch, and decision accuracy.
 
@@ -312,6 +325,11 @@ class NavPolicy(nn.Module):
         expert rates as good (``batch["good"]``: waypoints within its tolerance of the best
         one's distance to the goal) is right; the loss is minus the log of their total
         probability, and a decision counts as accurate when it picks any of them.
+
+        With ``regret_weight > 0`` the expected regret is added with that weight: the
+        policy's probability of each answer times its regret (``batch["regret"]``, metres it
+        loses against the expert's answer, 0 for the good ones), so that among wrong answers
+        the costly ones (the wrong way, a Stop far from the goal) are pushed down hardest.
 
         With ``lm_weight > 0`` the next-token loss over the whole sequence (instruction and
         captions) is added with that weight: language modelling of the observations, as in
@@ -345,6 +363,9 @@ class NavPolicy(nn.Module):
         else:
             loss = nn.functional.cross_entropy(logits, batch["targets"])
             acc = (logits.argmax(-1) == batch["targets"]).float().mean()
+        if regret_weight > 0:
+            prob = torch.softmax(logits, -1)  # unavailable labels: probability 0
+            loss = loss + regret_weight * (prob * batch["regret"]).sum(-1).mean()
         if lm_weight > 0:
             lm_logits = out.logits[:, :-1]  # (B, T-1, V)
             nxt = batch["input_ids"][:, 1:].masked_fill(mask[:, 1:] == 0, -100)
@@ -477,7 +498,7 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
     views = torch.full((B, T), -1, dtype=torch.long)
     steps = torch.full((B, T), -1, dtype=torch.long)
     mask = torch.zeros((B, T), dtype=torch.long)
-    ans_b, ans_p, targets, avail, labpos, good = [], [], [], [], [], []
+    ans_b, ans_p, targets, avail, labpos, good, regret = [], [], [], [], [], [], []
     for i, it in enumerate(items):
         n = len(it["input_ids"])
         ids[i, :n] = torch.tensor(it["input_ids"])
@@ -489,6 +510,7 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
         targets += it["targets"]
         avail += it["avail"]
         good += it["good"]
+        regret += it.get("regret") or [[0.0] * len(a) for a in it["avail"]]
         labpos += it["labpos"]
     batch = {
         "input_ids": ids,
@@ -501,6 +523,7 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
         "labpos": torch.tensor(labpos, dtype=torch.long),
         "avail": torch.tensor(avail, dtype=torch.bool),
         "good": torch.tensor(good, dtype=torch.bool),
+        "regret": torch.tensor(regret, dtype=torch.float32),
     }
     if items[0]["features"] is not None:
         S = max(it["features"].shape[0] for it in items)

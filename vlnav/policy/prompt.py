@@ -202,3 +202,4 @@ class Decision:
     label: str
     features: object = None  # (12, D) visual features of the panorama, when fused
     good: list[str] | None = None  # every label as good as ``label`` (None: ``label`` alone)
+    regret: dict[str, float] | None = None  # each label's regret in metres (expert_judgement)
