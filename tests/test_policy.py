@@ -754,6 +754,21 @@ def test_regret_term_is_the_expected_regret_of_each_decision(corpus):
     assert regret_p[k2] < plain_p[k2]
 
 
+def test_corrupt_observation_cache_is_a_one_line_error_also_in_worker_processes(tmp_path):
+    """A run folder whose observation cache is not a database: `vlnav train` (two collecting
+    processes, whose pool would restart a failing worker for ever) exits at once with a
+    one-line error naming the file."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "obs_cache.sqlite").write_bytes(b"not a database at all " * 100)
+    cmd = _train_cmd(tmp_path / "data", out, "--set", "collect_workers=2")
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    last = res.stderr.strip().splitlines()[-1]
+    assert "obs_cache.sqlite" in last and "not a database" in last, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+
+
 def test_expert_collection_in_two_processes_writes_the_same_file(tmp_path):
     """``collect_workers: 2`` walks the expert episodes in two processes and writes what one
     process writes, in the same order, also when it resumes a partial file."""

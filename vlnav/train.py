@@ -243,33 +243,35 @@ class Trainer:
             return
         success = []
         bar = tqdm(total=len(todo), desc=desc, disable=not self.progress, mininterval=1.0)
-        with open(path, "a") as fh:
+        try:  # the bar is closed before an error is printed
+            with open(path, "a") as fh:
 
-            def write(item: dict[str, Any]) -> None:
-                success.append(item["SR"])
-                fh.write(json.dumps(item) + "\n")
-                fh.flush()
-                bar.update(1)
+                def write(item: dict[str, Any]) -> None:
+                    success.append(item["SR"])
+                    fh.write(json.dumps(item) + "\n")
+                    fh.flush()
+                    bar.update(1)
 
-            if workers > 1 and choose_factory is None and len(todo) > 1:
-                import multiprocessing as mp
+                if workers > 1 and choose_factory is None and len(todo) > 1:
+                    import multiprocessing as mp
 
-                size = max(1, min(10, len(todo) // (4 * workers)))
-                chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
-                ctx = mp.get_context("spawn")
-                init = (self.cfg, self.env)  # each worker builds its own _Collector
-                with ctx.Pool(workers, _init_collector, init) as pool:
-                    for items in pool.imap(_collect_chunk, chunks):  # in order
-                        for item in items:
-                            write(item)
-            else:
-                walker = _Collector(self.cfg, self.env, choose_factory)
-                try:
-                    for ep in todo:
-                        write(walker.rollout(ep))
-                finally:
-                    walker.close()
-        bar.close()
+                    size = max(1, min(10, len(todo) // (4 * workers)))
+                    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+                    ctx = mp.get_context("spawn")
+                    init = (self.cfg, self.env)  # each worker builds its own _Collector
+                    with ctx.Pool(workers, _init_collector, init) as pool:
+                        for items in pool.imap(_collect_chunk, chunks):  # in order
+                            for item in items:
+                                write(item)
+                else:
+                    walker = _Collector(self.cfg, self.env, choose_factory)
+                    try:
+                        for ep in todo:
+                            write(walker.rollout(ep))
+                    finally:
+                        walker.close()
+        finally:
+            bar.close()
         print(f"[train] {desc}: {len(success)} rollouts, SR {np.mean(success):.3f}")
 
     # ------------------------------------------------------------------ run
@@ -552,10 +554,17 @@ _COLLECTOR: dict[str, _Collector] = {}
 
 
 def _init_collector(cfg: TrainConfig, env: EnvConfig) -> None:
-    _COLLECTOR["c"] = _Collector(cfg, env)
+    # a pool whose initializer raises starts new workers for ever: keep the error, and raise
+    # it from the first chunk, which hands it to the parent
+    try:
+        _COLLECTOR["c"] = _Collector(cfg, env)
+    except Exception as e:
+        _COLLECTOR["error"] = e
 
 
 def _collect_chunk(episodes: list) -> list[dict[str, Any]]:
+    if "error" in _COLLECTOR:
+        raise _COLLECTOR["error"]
     return [_COLLECTOR["c"].rollout(ep) for ep in episodes]
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from vlnav import VlnavError
+
 
 class ObservationCache:
     def __init__(self, path: str | Path, pos_res: float = 0.05, deg_res: float = 1.0):
@@ -26,10 +28,16 @@ class ObservationCache:
         self._lock = threading.Lock()
         # several processes (evaluation and collection workers) may share one file
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=120)
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS obs (key TEXT PRIMARY KEY, identity TEXT, value BLOB)"
-        )
-        self._db.commit()
+        try:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS obs (key TEXT PRIMARY KEY, identity TEXT, value BLOB)"
+            )
+            self._db.commit()
+        except sqlite3.DatabaseError as e:  # e.g. "file is not a database"
+            self._db.close()
+            raise VlnavError(
+                f"observation cache {self.path}: {e} (delete the file to rebuild it)"
+            ) from None
         self.hits = 0
         self.misses = 0
 
