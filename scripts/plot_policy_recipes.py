@@ -27,8 +27,11 @@ rows = [
     ("prev. default,\npath moves\nbending\n≤ 25 %", 0.280, 0.230),
     ("+ path\nmoves\n≤ 1 step\n(default)", 0.492, 0.384),
     ("default,\ngood within\n1 m", 0.450, 0.348),
+    ("default,\n180 other\nhouses", 0.486, 0.358),
+    ("default\n+ expected\nregret", 0.458, 0.354),
+    ("default,\n4 DAgger\nrounds", 0.500, 0.357),
 ]
-fig, ax = plt.subplots(figsize=(18, 4.8), dpi=110)
+fig, ax = plt.subplots(figsize=(22, 4.8), dpi=110)
 x = range(len(rows))
 w = 0.38
 ax.bar([i - w / 2 for i in x], [r[1] for r in rows], w, label="SR", color="#3b75af")
