@@ -30,6 +30,7 @@ rows = [
     ("default,\n180 other\nhouses", 0.486, 0.358),
     ("default\n+ expected\nregret", 0.458, 0.354),
     ("default,\n4 DAgger\nrounds", 0.500, 0.357),
+    ("default\n+ room where\neach move\nends", 0.494, 0.396),
 ]
 fig, ax = plt.subplots(figsize=(22, 4.8), dpi=110)
 x = range(len(rows))
