@@ -242,36 +242,36 @@ class Trainer:
         if not todo:
             return
         success = []
-        bar = tqdm(total=len(todo), desc=desc, disable=not self.progress, mininterval=1.0)
-        try:  # the bar is closed before an error is printed
-            with open(path, "a") as fh:
+        # the bar closes (on an error too) before anything else is printed
+        with (
+            tqdm(total=len(todo), desc=desc, disable=not self.progress, mininterval=1.0) as bar,
+            open(path, "a") as fh,
+        ):
 
-                def write(item: dict[str, Any]) -> None:
-                    success.append(item["SR"])
-                    fh.write(json.dumps(item) + "\n")
-                    fh.flush()
-                    bar.update(1)
+            def write(item: dict[str, Any]) -> None:
+                success.append(item["SR"])
+                fh.write(json.dumps(item) + "\n")
+                fh.flush()
+                bar.update(1)
 
-                if workers > 1 and choose_factory is None and len(todo) > 1:
-                    import multiprocessing as mp
+            if workers > 1 and choose_factory is None and len(todo) > 1:
+                import multiprocessing as mp
 
-                    size = max(1, min(10, len(todo) // (4 * workers)))
-                    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
-                    ctx = mp.get_context("spawn")
-                    init = (self.cfg, self.env)  # each worker builds its own _Collector
-                    with ctx.Pool(workers, _init_collector, init) as pool:
-                        for items in pool.imap(_collect_chunk, chunks):  # in order
-                            for item in items:
-                                write(item)
-                else:
-                    walker = _Collector(self.cfg, self.env, choose_factory)
-                    try:
-                        for ep in todo:
-                            write(walker.rollout(ep))
-                    finally:
-                        walker.close()
-        finally:
-            bar.close()
+                size = max(1, min(10, len(todo) // (4 * workers)))
+                chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+                ctx = mp.get_context("spawn")
+                init = (self.cfg, self.env)  # each worker builds its own _Collector
+                with ctx.Pool(workers, _init_collector, init) as pool:
+                    for items in pool.imap(_collect_chunk, chunks):  # in order
+                        for item in items:
+                            write(item)
+            else:
+                walker = _Collector(self.cfg, self.env, choose_factory)
+                try:
+                    for ep in todo:
+                        write(walker.rollout(ep))
+                finally:
+                    walker.close()
         print(f"[train] {desc}: {len(success)} rollouts, SR {np.mean(success):.3f}")
 
     # ------------------------------------------------------------------ run

@@ -11,25 +11,6 @@ from vlnav.policy.prompt import LABELS, STOP_LABEL
 REGRET_CAP = 4.0  # metres: a failed Stop, and the most a move's regret counts
 
 
-def expert_answers(
-    sim: Any,
-    obs: TextObservation,
-    goal: list[float],
-    success_radius: float = 3.0,
-    stop_distance: float = 1.0,
-    tolerance: float = 0.5,
-    stop_margin: float = 1.0,
-) -> tuple[str, list[str]]:
-    """The expert's label, and every label as good as it: the candidates whose waypoint is
-    within ``tolerance`` metres (geodesic) of the best one's (two neighbouring views often
-    lead to nearly the same place), plus Stop within ``success_radius - stop_margin`` of the
-    goal (stopping there succeeds, with a margin); or Stop alone."""
-    best, good, _ = expert_judgement(
-        sim, obs, goal, success_radius, stop_distance, tolerance, stop_margin
-    )
-    return best, good
-
-
 def expert_judgement(
     sim: Any,
     obs: TextObservation,
@@ -39,8 +20,12 @@ def expert_judgement(
     tolerance: float = 0.5,
     stop_margin: float = 1.0,
 ) -> tuple[str, list[str], dict[str, float]]:
-    """``expert_answers``' label and good labels, plus each available label's regret
-    (metres): 0 for a good label; for another move, how much farther from the goal its
+    """The expert's label, and every label as good as it: the candidates whose waypoint is
+    within ``tolerance`` metres (geodesic) of the best one's (two neighbouring views often
+    lead to nearly the same place), plus Stop within ``success_radius - stop_margin`` of the
+    goal (stopping there succeeds, with a margin); or Stop alone.
+
+    Also each available label's regret (metres): 0 for a good label; for another move, how much farther from the goal its
     waypoint is than the best waypoint (or than the agent, when Stop is best), at most
     ``REGRET_CAP``; for Stop, 0.5 inside the success radius and ``REGRET_CAP`` outside it
     (the episode fails). Imitation with ``optim.regret`` weighs a wrong answer by it, so a

@@ -510,7 +510,7 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
         targets += it["targets"]
         avail += it["avail"]
         good += it["good"]
-        regret += it.get("regret") or [[0.0] * len(a) for a in it["avail"]]
+        regret += it["regret"]
         labpos += it["labpos"]
     batch = {
         "input_ids": ids,
