@@ -31,8 +31,11 @@ rows = [
     ("default\n+ expected\nregret", 0.458, 0.354),
     ("default,\n4 DAgger\nrounds", 0.500, 0.357),
     ("default\n+ room where\neach move\nends", 0.494, 0.396),
+    ("default\n+ Stop head", 0.408, 0.312),
+    ("default\n+ visited\nmark", 0.474, 0.339),
+    ("default\n+ 2 para-\nphrases\nper path", 0.472, 0.363),
 ]
-fig, ax = plt.subplots(figsize=(22, 4.8), dpi=110)
+fig, ax = plt.subplots(figsize=(24, 4.8), dpi=110)
 x = range(len(rows))
 w = 0.38
 ax.bar([i - w / 2 for i in x], [r[1] for r in rows], w, label="SR", color="#3b75af")

@@ -67,11 +67,11 @@ def corpus():
     return [make_episode(rng, steps=int(rng.integers(2, 5))) for _ in range(6)]
 
 
-def tiny_policy(corpus, fusion="none", feature_dim=0, head="pointer"):
+def tiny_policy(corpus, fusion="none", feature_dim=0, head="pointer", stop_head=False, visited=0.0):
     texts = [i for i, _ in corpus] + [
         c.caption.text for _, ds in corpus for d in ds for c in d.obs.candidates
     ]
-    tok = build_tokenizer(texts, ["left", "right", "front", "back", "degree"])
+    tok = build_tokenizer(texts, ["left", "right", "front", "back", "degree", "visited"])
     torch.manual_seed(0)
     cfg = PolicyConfig(
         layers=2,
@@ -81,6 +81,8 @@ def tiny_policy(corpus, fusion="none", feature_dim=0, head="pointer"):
         max_len=2048,
         fusion=fusion,
         feature_dim=feature_dim,
+        stop_head=stop_head,
+        visited=visited,
     )
     return NavPolicy.create(cfg, tok).eval()
 
@@ -424,9 +426,8 @@ def test_scores_only_available_labels_and_kv_cache_matches_full_pass(corpus):
     with torch.no_grad():
         out = pol.lm(input_ids=batch["input_ids"], output_hidden_states=True)
         hid = out.hidden_states[-1][0]
-        logits = pol._label_logits(hid[batch["ans_pos"]], hid[batch["labpos"]])
-        logits = logits.masked_fill(~batch["avail"], float("-inf"))
-        full = torch.log_softmax(logits, -1).numpy()
+        full = pol.label_logprobs(hid[batch["ans_pos"]], hid[batch["labpos"]], batch["avail"])
+        full = full.numpy()
     for a, b in zip(incremental, full):
         fin = np.isfinite(b)
         assert np.allclose(a[fin], b[fin], atol=1e-4)
@@ -439,15 +440,18 @@ def test_stop_bias_lowers_stop_at_decisions_only(corpus, tmp_path):
 
     pol = tiny_policy(corpus)
     instr, ds = corpus[1]
-    h, h_lab = torch.randn(32), torch.randn(13, 32)
+    h, h_lab, avail = torch.randn(32), torch.randn(13, 32), torch.ones(13, dtype=torch.bool)
     with torch.no_grad():
-        before = pol._label_logits(h, h_lab)
+        before = pol.label_logprobs(h, h_lab, avail)
         pol.config.stop_bias = 2.5
-        after = pol._label_logits(h, h_lab)
-        assert after[-1] == pytest.approx(before[-1].item() - 2.5, abs=1e-5)
-        assert torch.equal(after[:-1], before[:-1])
+        after = pol.label_logprobs(h, h_lab, avail)
+        # Stop's logit lowered by 2.5: the odds of each move against Stop rise by e^2.5
+        odds = (after[:-1] - after[-1]).numpy()
+        assert odds == pytest.approx((before[:-1] - before[-1] + 2.5).numpy(), abs=1e-4)
+        moves = (after[:-1] - after[0]).numpy()
+        assert moves == pytest.approx((before[:-1] - before[0]).numpy(), abs=1e-5)
         pol.train()  # the loss sees the plain logits
-        assert torch.equal(pol._label_logits(h, h_lab), before)
+        assert torch.equal(pol.label_logprobs(h, h_lab, avail), before)
         pol.eval()
     ctx = EpisodeContext(pol, instr)
     logp = ctx.scores(ds[0])[0]
@@ -656,6 +660,7 @@ def test_expert_rates_every_near_best_candidate_good(tiny_env, tiny_episodes):
                     for c in d.obs.candidates
                 }
                 d0 = sim.geodesic_distance(d.obs.position, ep.goal_position)
+                assert d.distance == pytest.approx(d0, abs=1e-3)  # the stop head's target
                 ref = min([d0, *dist.values()]) if d.label == STOP_LABEL else dist[d.label]
                 for lab, x in dist.items():
                     if lab not in d.good:
@@ -679,6 +684,7 @@ def test_expert_rates_every_near_best_candidate_good(tiny_env, tiny_episodes):
             )
             assert [d.good for d in back] == [d.good for d in agent.decisions]
             assert [d.regret for d in back] == [d.regret for d in agent.decisions]
+            assert [d.distance for d in back] == [d.distance for d in agent.decisions]
         # a wider margin (optim.good_within) keeps the expert's path and widens the sets
         wide = DecisionAgent(make_captioner("semantic"), record=True, max_decisions=8)
         wide.good_within = 2.0
@@ -754,6 +760,153 @@ def test_regret_term_is_the_expected_regret_of_each_decision(corpus):
     assert regret_p[k2] < plain_p[k2]
 
 
+def test_stop_head_decides_stop_and_the_moves_share_the_rest(corpus, tmp_path):
+    """``policy.stop_head``: P(stop) is the head's sigmoid (lowered by the Stop bias when
+    deciding), each move gets (1 - P(stop)) times its share among the available moves, a
+    decision without moves stops; the checkpoint keeps the head."""
+    pol = tiny_policy(corpus, stop_head=True)
+    h, h_lab = torch.randn(32), torch.randn(13, 32)
+    avail = torch.tensor([k % 3 != 0 for k in range(12)] + [True])
+    with torch.no_grad():
+        z = pol.stop_head(h).item()
+        moves = torch.log_softmax(pol._label_logits(h, h_lab)[:-1][avail[:-1]], -1)
+        for bias in (0.0, 1.5):
+            pol.config.stop_bias = bias
+            logp = pol.label_logprobs(h, h_lab, avail)
+            p_stop = 1 / (1 + math.exp(-(z - bias)))
+            assert logp[-1].exp().item() == pytest.approx(p_stop, abs=1e-5)
+            assert np.isneginf(logp[:-1][~avail[:-1]].numpy()).all()
+            want = (moves + math.log(1 - p_stop)).numpy()
+            assert logp[:-1][avail[:-1]].numpy() == pytest.approx(want, abs=1e-5)
+        none = torch.zeros(13, dtype=torch.bool)
+        none[-1] = True
+        assert pol.label_logprobs(h, h_lab, none).tolist() == [float("-inf")] * 12 + [0.0]
+    pol.config.stop_bias = 0.0
+    # incremental, batched and reloaded scores agree
+    instr, ds = corpus[2]
+    pol.save(tmp_path / "ck")
+    loaded = NavPolicy.load(tmp_path / "ck")[0]
+    ctx, ctx2 = EpisodeContext(pol, instr), EpisodeContext(loaded, instr)
+    dec = BatchDecider(pol, 1)
+    dec.start(0, instr)
+    for d in ds:
+        a, b = ctx.scores(d)[0], ctx2.scores(d)[0]
+        c = dec.decide({0: d})[0][1]
+        assert np.allclose(a, b) and np.allclose(a, c, atol=1e-4)
+        ctx.commit(d.label)
+        ctx2.commit(d.label)
+        dec.pending[0] = [int(pol.label_ids[pol.label_index(d.label)])]  # teacher forcing
+
+
+def test_stop_head_learns_whether_the_goal_is_within_reach(corpus):
+    """Its loss: the moves' cross-entropy among themselves at every decision that has a
+    right move, plus a binary cross-entropy at every decision with a recorded goal distance
+    on whether that distance is within ``stop_within``; training raises P(stop) where the
+    goal is near and lowers it where it is far."""
+    pol = tiny_policy(corpus, stop_head=True)
+    instr, ds = corpus[3]
+    ds = [copy.copy(d) for d in ds]
+    for d, dist in zip(ds, [6.0, 4.0, 1.0, 0.5]):
+        d.distance = dist
+    near = [d.distance <= 2.5 for d in ds]
+    batch = collate([pol.episode_tensors(instr, ds)], pol.tokenizer.pad_token_id)
+    with torch.no_grad():
+        loss, _ = pol(batch, 0.0, "good", 0.0, 1.0, 2.5)
+        moves_only, _ = pol(batch, 0.0, "good", 0.0, 0.0, 2.5)
+        ctx = EpisodeContext(pol, instr)
+        logp = []
+        for d in ds:
+            logp.append(ctx.scores(d)[0])
+            ctx.commit(d.label)
+    p_stop = np.exp([lp[-1] for lp in logp])
+    bce = -np.mean([np.log(p if y else 1 - p) for p, y in zip(p_stop, near)])
+    assert float(loss - moves_only) == pytest.approx(bce, abs=1e-4)
+    # no distance recorded (older data): no stop term
+    blank = dict(batch, distance=torch.full_like(batch["distance"], float("nan")))
+    with torch.no_grad():
+        assert float(pol(blank, 0.0, "good", 0.0, 1.0, 2.5)[0]) == pytest.approx(
+            float(moves_only), abs=1e-6
+        )
+    q = copy.deepcopy(pol).train()
+    opt = torch.optim.AdamW(q.parameters(), lr=3e-3)
+    for _ in range(30):
+        opt.zero_grad()
+        q(batch, 0.0, "good", 0.0, 1.0, 2.5)[0].backward()
+        opt.step()
+    ctx = EpisodeContext(q.eval(), instr)
+    after = []
+    for d in ds:
+        after.append(np.exp(ctx.scores(d)[0][-1]))
+        ctx.commit(d.label)
+    for a, b, y in zip(after, p_stop, near):
+        assert (a > b) == y
+    assert min(a for a, y in zip(after, near) if y) > max(a for a, y in zip(after, near) if not y)
+
+
+def test_stop_head_refuses_expert_data_without_goal_distances(corpus, tmp_path):
+    from vlnav.train import _decisions_to_json, _read_expert
+
+    instr, ds = corpus[0]
+    path = tmp_path / "expert.jsonl"
+    path.write_text(json.dumps(_decisions_to_json(instr, 0, ds)) + "\n")
+    assert _read_expert(path)[0][0] == instr  # fine without the stop head
+    with pytest.raises(VlnavError, match="expert.jsonl has no goal distances"):
+        _read_expert(path, distances=True)
+    ds = [copy.copy(d) for d in ds]  # the fixture's decisions stay as they are
+    for d in ds:
+        d.distance = 3.0
+    path.write_text(json.dumps(_decisions_to_json(instr, 0, ds)) + "\n")
+    assert [d.distance for d in _read_expert(path, distances=True)[0][1]] == [3.0] * len(ds)
+
+
+def test_visited_mark_names_the_moves_back_to_earlier_decisions(corpus):
+    """``policy.visited``: a candidate whose waypoint lies within the radius of an earlier
+    decision's position ends with ``visited``; the teacher-forced pass, the KV-cache
+    context and the batched decider all mark the same candidates."""
+    from vlnav.policy.prompt import visited_views
+
+    def obs_at(pos, waypoints):
+        cands = [
+            Candidate(k, 30.0 * k, 0.0, list(w), 2.0, Caption("A kitchen with a red sofa ahead."))
+            for k, w in waypoints
+        ]
+        return TextObservation("s", list(pos), 0.0, cands)
+
+    a = obs_at([0, 0, 0], [(0, [2, 0, 0]), (6, [-2, 0, 0])])
+    b = obs_at([2, 0, 0], [(0, [4, 0, 0]), (5, [0.6, 0.3, 0.6]), (6, [0.5, 0, 1.5])])
+    c = obs_at([4, 0, 0], [(0, [6, 0, 0]), (6, [2.3, 0, 0.4])])
+    assert visited_views(b, [a.position], 1.0) == {5}  # 0.85 m on the floor; 1.58 m is not
+    assert visited_views(b, [a.position], 2.0) == {5, 6}
+    assert visited_views(b, [a.position], 0.0) == set()  # off
+    assert visited_views(c, [a.position, b.position], 1.0) == {6}
+    ds = [Decision(a, LABELS[0]), Decision(b, LABELS[0]), Decision(c, STOP_LABEL)]
+    instr = corpus[0][0]
+    pol = tiny_policy(corpus, visited=1.0)
+    item = pol.episode_tensors(instr, ds)
+    text = pol.tokenizer.decode(item["input_ids"])
+    steps = text.split("<step>")[1:]
+    assert ["visited" in x for x in steps] == [False, True, True]
+    assert steps[1].count("visited") == 1 and "ahead . visited <F>" in steps[1]
+    assert steps[2].count("visited") == 1 and "ahead . visited <G>" in steps[2]
+    plain = tiny_policy(corpus).episode_tensors(instr, ds)
+    assert len(item["input_ids"]) == len(plain["input_ids"]) + 2
+    batch = collate([item], pol.tokenizer.pad_token_id)
+    with torch.no_grad():
+        hid = pol.lm(input_ids=batch["input_ids"], output_hidden_states=True).hidden_states[-1]
+        full = pol.label_logprobs(hid[0, batch["ans_pos"]], hid[0][batch["labpos"]], batch["avail"])
+    ctx = EpisodeContext(pol, instr)
+    dec = BatchDecider(pol, 2)
+    dec.start(1, instr)
+    for t, d in enumerate(ds):
+        inc = ctx.scores(d)[0]
+        ctx.commit(d.label)
+        bat = dec.decide({1: d})[1][1]
+        dec.pending[1] = [int(pol.label_ids[pol.label_index(d.label)])]
+        fin = np.isfinite(inc)
+        assert np.allclose(inc[fin], full[t].numpy()[fin], atol=1e-4)
+        assert np.allclose(inc[fin], bat[fin], atol=1e-4)
+
+
 def test_corrupt_observation_cache_is_a_one_line_error_also_in_worker_processes(tmp_path):
     """A run folder whose observation cache is not a database: `vlnav train` (two collecting
     processes, whose pool would restart a failing worker for ever) exits at once with a
@@ -788,3 +941,31 @@ def test_expert_collection_in_two_processes_writes_the_same_file(tmp_path):
     resumed.write_text("\n".join(lines[:3]) + "\n")
     tr.collect(resumed, eps, workers=2)
     assert resumed.read_text().splitlines() == lines
+
+
+def test_paraphrases_add_sequences_over_the_same_expert_decisions(
+    tiny_env, tiny_episodes, corpus, tmp_path
+):
+    """``data.paraphrases: 3``: each training path gets two more instructions from the
+    env's speaker with other seeds (the same on every call), and the expert data yields one
+    sequence per instruction over the same decisions."""
+    from vlnav.train import TrainConfig, Trainer, _decisions_to_json, _read_expert
+
+    cfg = TrainConfig(out=str(tmp_path / "run"))
+    cfg.data.paraphrases = 3
+    trainer = Trainer(cfg, env=tiny_env, progress=False)
+    para = trainer.paraphrases(tmp_path / "run" / "data")
+    assert sorted(para) == sorted(str(e.episode_id) for e in tiny_episodes)
+    own = {str(e.episode_id): e.instruction_text for e in tiny_episodes}
+    assert all(len(v) == 2 and all(v) for v in para.values())
+    assert any(own[k] not in v for k, v in para.items())  # not copies of the original
+    assert trainer.paraphrases(tmp_path / "again") == para  # deterministic
+    instr, ds = corpus[0]
+    path = tmp_path / "expert.jsonl"
+    eid = str(tiny_episodes[0].episode_id)
+    path.write_text(json.dumps(_decisions_to_json(instr, eid, ds)) + "\n")
+    items = _read_expert(path, paraphrases=para)
+    assert [i for i, _ in items] == [instr, *para[eid]]
+    assert all([d.label for d in x] == [d.label for d in ds] for _, x in items)
+    cfg.data.paraphrases = 1
+    assert Trainer(cfg, env=tiny_env, progress=False).paraphrases(tmp_path / "x") == {}

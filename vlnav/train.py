@@ -55,10 +55,15 @@ class DataConfig:
     # fraction of training sequences whose object, room and colour words are permuted
     # (vlnav/policy/augment.py): the answers stay right, memorised houses stop helping
     augment: float = 0.0
+    # instructions per training path: the episode's own plus paraphrases - 1 more from the
+    # env's speaker with other seeds (seed + 1, seed + 2, ...), each a training sequence
+    # over the same expert decisions (speaker augmentation; DAgger data too)
+    paraphrases: int = 1
 
     def __post_init__(self) -> None:
         check_range("max_episodes", self.max_episodes, 1, 10_000_000)
         check_range("augment", self.augment, 0.0, 1.0)
+        check_range("paraphrases", self.paraphrases, 1, 100)
 
 
 @dataclass
@@ -79,8 +84,14 @@ class OptimConfig:
     # regret (metres the answer loses against the expert's, vlnav.policy.expert), so a step
     # the wrong way costs more than a near miss; 0: off
     regret: float = 0.0
+    # the stop head (policy.stop_head): weight of its loss, and the distance to the goal
+    # (metres, geodesic) within which its target is "stop"
+    stop_loss: float = 1.0
+    stop_within: float = 2.5
 
     def __post_init__(self) -> None:
+        check_range("stop_loss", self.stop_loss, 0.0, 100.0)
+        check_range("stop_within", self.stop_within, 0.0, 100.0)
         check_choice("answers", self.answers, ("best", "good"))
         check_range("steps", self.steps, 0, 10_000_000)
         check_range("batch_size", self.batch_size, 1, 4096)
@@ -170,6 +181,7 @@ def _decisions_to_json(instruction: str, episode_id: Any, decisions: list) -> di
                 "features": None if d.features is None else np.asarray(d.features).tolist(),
                 "good": d.good,
                 "regret": d.regret,
+                "distance": d.distance,
             }
             for d in decisions
         ],
@@ -187,9 +199,29 @@ def _json_to_decisions(item: dict[str, Any]) -> tuple[str, list]:
             None if d.get("features") is None else np.asarray(d["features"], np.float32),
             d.get("good"),
             d.get("regret"),
+            d.get("distance"),
         )
         for d in item["decisions"]
     ]
+
+
+def _read_expert(
+    path: Path, distances: bool = False, paraphrases: dict[str, list[str]] | None = None
+) -> list[tuple[str, list]]:
+    """Expert data (imitation or a DAgger round); ``distances``: every decision must carry
+    its goal distance (the stop head's target). ``paraphrases`` (episode id -> other
+    instructions): each adds a sequence over the same decisions."""
+    corpus = []
+    for r in read_jsonl(path):
+        instr, ds = _json_to_decisions(r)
+        corpus.append((instr, ds))
+        corpus += [(alt, ds) for alt in (paraphrases or {}).get(str(r["episode_id"]), [])]
+    if distances and any(d.distance is None for _, ds in corpus for d in ds):
+        raise VlnavError(
+            f"{path} has no goal distances for policy.stop_head (collected by an older "
+            "vlnav): delete it to collect again"
+        )
+    return corpus
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -292,7 +324,9 @@ class Trainer:
                 desc="expert data",
                 workers=cfg.collect_workers,
             )
-        corpus = [_json_to_decisions(r) for r in read_jsonl(data_dir / "expert.jsonl")]
+        with _main_process_first():
+            para = self.paraphrases(data_dir)
+        corpus = _read_expert(data_dir / "expert.jsonl", cfg.policy.stop_head, para)
         if cfg.data.imagined:
             corpus += load_imagined(cfg.data.imagined)
         policy = self._policy(corpus)
@@ -308,7 +342,7 @@ class Trainer:
                 policy.eval()
                 with _main_process_first():
                     self.collect(path, sub, self._mixture(policy, beta), desc=f"dagger {rnd}")
-                corpus += [_json_to_decisions(r) for r in read_jsonl(path)]
+                corpus += _read_expert(path, cfg.policy.stop_head, para)
             self._train(policy, corpus, name, step0, step0 + steps)
             step0 += steps
         final = self.out / "policy"
@@ -318,6 +352,32 @@ class Trainer:
         print(f"[train] done in {time.time() - t0:.0f} s; checkpoint {final}")
         _ = torch
         return final
+
+    def paraphrases(self, data_dir: Path) -> dict[str, list[str]]:
+        """Episode id -> its other instructions (``data.paraphrases`` - 1 of them), written
+        by the env's speaker with seeds ``episodes.seed + 1, + 2, ...`` (deterministic;
+        ``<data_dir>/paraphrases-<k>/``)."""
+        k = self.cfg.data.paraphrases
+        if k <= 1:
+            return {}
+        from vlnav.episodes import load_episodes
+        from vlnav.instruct.config import InstructConfig
+        from vlnav.instruct.pipeline import run_instruct
+
+        src = self.cfg.data.episodes_file or self.env.episodes_path(self.cfg.data.split)
+        out: dict[str, list[str]] = {}
+        for j in range(1, k):
+            speaker = InstructConfig(
+                speaker=self.env.episodes.speaker, seed=self.env.episodes.seed + j
+            )
+            res = run_instruct(
+                speaker, self.env, src, data_dir / f"paraphrases-{j}", progress=False,
+                trajectories=False,
+            )  # fmt: skip
+            for ep in load_episodes(res.files["episodes"]).episodes:
+                out.setdefault(str(ep.episode_id), []).append(ep.instruction_text)
+        print(f"[train] {k - 1} more instructions for each of the {len(out)} episodes of {src}")
+        return out
 
     def _meta(self) -> dict[str, Any]:
         return {
@@ -456,7 +516,12 @@ class Trainer:
                 sync = j == len(shard) - 1 or acc.num_processes == 1
                 with contextlib.nullcontext() if sync else acc.no_sync(model):
                     loss, accuracy = model(
-                        batch, cfg.optim.lm_loss, cfg.optim.answers, cfg.optim.regret
+                        batch,
+                        cfg.optim.lm_loss,
+                        cfg.optim.answers,
+                        cfg.optim.regret,
+                        cfg.optim.stop_loss,
+                        cfg.optim.stop_within,
                     )
                     acc.backward(loss * (len(items[i]["ans"]) * acc.num_processes / n_all))
                 w = len(items[i]["ans"]) / n_dec  # this process's share, for the log
@@ -646,7 +711,7 @@ def _asset_words() -> list[str]:
     from vlnav.policy.prompt import mark_words
 
     out.update(mark_words())  # the matched prompt's landmark marks
-    out.update(["stop", "here"])  # Stop's line
+    out.update(["stop", "here", "visited"])  # Stop's line; policy.visited
     return sorted(out)
 
 

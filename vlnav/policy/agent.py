@@ -36,12 +36,14 @@ class EpisodeContext:
         self.marks = policy.marks(instruction)
         self.past: Any = None
         self.pos = 0
+        self.earlier: list = []  # positions of the decisions taken so far
 
     @torch.no_grad()
     def scores(self, decision: Decision) -> tuple[np.ndarray, list[bool]]:
         """Label log-probabilities (13,) for this decision (-inf where unavailable)."""
         pol, dev = self.policy, self.device
-        ids, views, avail, labpos = pol.encode_step_full(decision, self.marks)
+        ids, views, avail, labpos = pol.encode_step_full(decision, self.marks, self.earlier)
+        self.earlier.append(decision.obs.position)
         seq = self.pending + ids
         views = [-1] * len(self.pending) + views
         if self.pos + len(seq) + 1 > pol.config.max_len:
@@ -65,9 +67,8 @@ class EpisodeContext:
         self.pos += len(seq)
         off = len(self.pending)
         h_lab = hidden[0, [off + max(p, 0) for p in labpos]]  # (13, E)
-        logits = pol._label_logits(hidden[0, -1], h_lab)
-        logits = logits.masked_fill(~torch.tensor(avail, device=dev), float("-inf"))
-        return torch.log_softmax(logits.float(), -1).cpu().numpy(), avail
+        logp = pol.label_logprobs(hidden[0, -1], h_lab, torch.tensor(avail, device=dev))
+        return logp.cpu().numpy(), avail
 
     def commit(self, label: str) -> None:
         """Append the chosen label: it is fed with the next decision's tokens."""
@@ -160,7 +161,7 @@ class DecisionAgent:
         obs = self.observer.observe(self.scene)
         d = Decision(obs, STOP_LABEL, self._features(obs))
         if self.record:
-            d.label, d.good, d.regret = expert_judgement(
+            d.label, d.good, d.regret, d.distance = expert_judgement(
                 self.sim, obs, self.goal, self.success_radius, tolerance=self.good_within
             )
             self.decisions.append(d)

@@ -36,6 +36,7 @@ class BatchDecider:
         self.pos = [0] * n
         self.pending: list[list[int]] = [[] for _ in range(n)]
         self.marks: list[dict[str, str] | None] = [None] * n
+        self.earlier: list[list] = [[] for _ in range(n)]  # positions of earlier decisions
 
     def start(self, slot: int, instruction: str) -> None:
         """Begin an episode in ``slot`` (its earlier cache entries are masked out)."""
@@ -45,6 +46,7 @@ class BatchDecider:
             self.fast.reset(slot)
         self.pending[slot] = self.policy.encode(header_text(instruction))
         self.marks[slot] = self.policy.marks(instruction)
+        self.earlier[slot] = []
 
     @torch.no_grad()
     def decide(self, decisions: dict[int, Decision]) -> dict[int, tuple[str, np.ndarray]]:
@@ -53,7 +55,8 @@ class BatchDecider:
         slots = sorted(decisions)
         segs, views, avails, labs = {}, {}, {}, {}
         for s in slots:
-            ids, v, av, lp = pol.encode_step_full(decisions[s], self.marks[s])
+            ids, v, av, lp = pol.encode_step_full(decisions[s], self.marks[s], self.earlier[s])
+            self.earlier[s].append(decisions[s].obs.position)
             labs[s] = [len(self.pending[s]) + max(p, 0) for p in lp]
             segs[s] = self.pending[s] + ids
             views[s] = [-1] * len(self.pending[s]) + v
@@ -89,9 +92,8 @@ class BatchDecider:
         for s in slots:
             k = len(segs[s])
             self.pos[s] += k
-            logits = pol._label_logits(hidden[s, k - 1], hidden[s, labs[s]])
-            logits = logits.masked_fill(~torch.tensor(avails[s]), float("-inf"))
-            logp = torch.log_softmax(logits.float(), -1).numpy()
+            h, h_lab = hidden[s, k - 1], hidden[s, labs[s]]
+            logp = pol.label_logprobs(h, h_lab, torch.tensor(avails[s])).numpy()
             j = int(np.argmax(logp))
             label = STOP_LABEL if j == len(LABELS) else LABELS[j]
             self.pending[s] = [int(pol.label_ids[pol.label_index(label)])]

@@ -19,7 +19,7 @@ def expert_judgement(
     stop_distance: float = 1.0,
     tolerance: float = 0.5,
     stop_margin: float = 1.0,
-) -> tuple[str, list[str], dict[str, float]]:
+) -> tuple[str, list[str], dict[str, float], float]:
     """The expert's label, and every label as good as it: the candidates whose waypoint is
     within ``tolerance`` metres (geodesic) of the best one's (two neighbouring views often
     lead to nearly the same place), plus Stop within ``success_radius - stop_margin`` of the
@@ -29,7 +29,10 @@ def expert_judgement(
     waypoint is than the best waypoint (or than the agent, when Stop is best), at most
     ``REGRET_CAP``; for Stop, 0.5 inside the success radius and ``REGRET_CAP`` outside it
     (the episode fails). Imitation with ``optim.regret`` weighs a wrong answer by it, so a
-    step the wrong way costs more than a near miss."""
+    step the wrong way costs more than a near miss.
+
+    Last, the agent's geodesic distance to the goal (metres): the stop head's target
+    (``policy.stop_head``) is whether it is within ``optim.stop_within``."""
     d0 = sim.geodesic_distance(obs.position, goal)
     dists = [sim.geodesic_distance(c.waypoint, goal) for c in obs.candidates]
     labels = [LABELS[c.index] for c in obs.candidates]
@@ -53,4 +56,4 @@ def expert_judgement(
     regret[STOP_LABEL] = 0.5 if d0 <= success_radius else REGRET_CAP
     for lab in good:
         regret[lab] = 0.0
-    return best, good, {k: round(v, 3) for k, v in regret.items()}
+    return best, good, {k: round(v, 3) for k, v in regret.items()}, round(float(d0), 3)

@@ -35,6 +35,7 @@ from vlnav.policy.prompt import (
     header_text,
     landmark_marks,
     stop_line,
+    visited_views,
 )
 
 CHECKPOINT_KIND = "vlnav-policy"
@@ -65,6 +66,14 @@ class PolicyConfig:
     # decision time only (not in the training loss): subtracted from Stop's logit. The
     # imitation loss rates a false Stop like any wrong move, but a false Stop ends the episode
     stop_bias: float = 0.0
+    # Stop decided by its own head: a classifier on the answer slot's state, trained at every
+    # decision on whether the agent is within ``optim.stop_within`` metres of the goal; the
+    # moves are scored among themselves, and P(move k) = (1 - P(stop)) * P(k | moving)
+    stop_head: bool = False
+    # mark each candidate whose waypoint lies within this many metres of a place where the
+    # agent already decided ("... visited <C>"), from its own odometry: an agent that cannot
+    # see where it has been walks back and forth between two places (0: off)
+    visited: float = 0.0
 
     def __post_init__(self) -> None:
         check_range("layers", self.layers, 1, 64)
@@ -79,6 +88,7 @@ class PolicyConfig:
         check_range("lora_r", self.lora_r, 1, 512)
         check_range("dropout", self.dropout, 0.0, 0.9)
         check_range("stop_bias", self.stop_bias, -20.0, 20.0)
+        check_range("visited", self.visited, 0.0, 100.0)
 
 
 def raise_cfg(msg: str) -> None:
@@ -133,6 +143,11 @@ class NavPolicy(nn.Module):
         self.pointer = nn.Linear(emb, emb, bias=False) if config.head == "pointer" else None
         if self.pointer is not None:
             nn.init.zeros_(self.pointer.weight)
+        self.stop_head = (
+            nn.Sequential(nn.Linear(emb, emb), nn.SiLU(), nn.Linear(emb, 1))
+            if config.stop_head
+            else None
+        )
         self._cache: dict[str, list[int]] = {}
 
     # ------------------------------------------------------------ construction
@@ -196,23 +211,25 @@ class NavPolicy(nn.Module):
         return landmark_marks(instruction) if self.config.prompt in MARKED else None
 
     def encode_step(
-        self, decision: Decision, marks: dict[str, str] | None = None
+        self, decision: Decision, marks: dict[str, str] | None = None, earlier: list = ()
     ) -> tuple[list[int], list[int], list[bool]]:
-        """(token ids, view index per token (-1 outside candidates), available labels)."""
-        ids, views, avail, _ = self.encode_step_full(decision, marks)
+        """(token ids, view index per token (-1 outside candidates), available labels).
+        ``earlier``: the positions of the episode's earlier decisions (``policy.visited``)."""
+        ids, views, avail, _ = self.encode_step_full(decision, marks, earlier)
         return ids, views, avail
 
     def encode_step_full(
-        self, decision: Decision, marks: dict[str, str] | None = None
+        self, decision: Decision, marks: dict[str, str] | None = None, earlier: list = ()
     ) -> tuple[list[int], list[int], list[bool], list[int]]:
         """As ``encode_step``, plus each label's token offset in the segment (-1: absent)."""
         obs = decision.obs
+        seen = visited_views(obs, list(earlier), self.config.visited)
         labpos = [-1] * (len(LABELS) + 1)
         # candidate lines are encoded one by one to know which view each token belongs to
         ids = self.encode("<step>")
         views = [-1] * len(ids)
         for c in obs.candidates:
-            piece = self.encode(candidate_line(c, self.config.prompt, marks))
+            piece = self.encode(candidate_line(c, self.config.prompt, marks, c.index in seen))
             if self.config.fusion == "prefix":
                 piece = [self.img_id, *piece]
             ids += piece
@@ -237,9 +254,10 @@ class NavPolicy(nn.Module):
         marks = self.marks(instruction)
         views = [-1] * len(ids)
         steps = [-1] * len(ids)
-        ans, targets, avail, labpos, goods, regrets = [], [], [], [], [], []
+        ans, targets, avail, labpos, goods, regrets, dist = [], [], [], [], [], [], []
         for s, d in enumerate(decisions):
-            sid, sv, av, lp = self.encode_step_full(d, marks)
+            earlier = [x.obs.position for x in decisions[:s]]
+            sid, sv, av, lp = self.encode_step_full(d, marks, earlier)
             labpos.append([len(ids) + o if o >= 0 else 0 for o in lp])
             ids += sid
             views += sv
@@ -255,6 +273,7 @@ class NavPolicy(nn.Module):
             for lab, r in (d.regret or {}).items():
                 regret[self.label_index(lab)] = float(r)
             regrets.append(regret)
+            dist.append(float("nan") if d.distance is None else float(d.distance))
             ids.append(int(self.label_ids[targets[-1]]))
             views.append(-1)
             steps.append(s)
@@ -272,6 +291,7 @@ class NavPolicy(nn.Module):
             "avail": avail,
             "good": goods,
             "regret": regrets,
+            "distance": dist,
             "labpos": labpos,
             "features": feats,
         }
@@ -309,8 +329,10 @@ class NavPolicy(nn.Module):
         lm_weight: float = 0.0,
         answers: str = "best",
         regret_weight: float = 0.0,
+        stop_weight: float = 1.0,
+        stop_within: float = 2.5,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.loss(batch, lm_weight, answers, regret_weight)
+        return self.loss(batch, lm_weight, answers, regret_weight, stop_weight, stop_within)
 
     def loss(
         self,
@@ -318,6 +340,8 @@ class NavPolicy(nn.Module):
         lm_weight: float = 0.0,
         answers: str = "best",
         regret_weight: float = 0.0,
+        stop_weight: float = 1.0,
+        stop_within: float = 2.5,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean cross-entropy over every decision of the batch, and decision accuracy.
 
@@ -325,6 +349,12 @@ class NavPolicy(nn.Module):
         expert rates as good (``batch["good"]``: waypoints within its tolerance of the best
         one's distance to the goal) is right; the loss is minus the log of their total
         probability, and a decision counts as accurate when it picks any of them.
+
+        With the stop head (``policy.stop_head``) the moves are scored among themselves (the
+        loss at every decision with a right move) and Stop by the head: a binary
+        cross-entropy, weighted ``stop_weight``, on whether the agent is within
+        ``stop_within`` metres of the goal (``batch["distance"]``; decisions without one
+        are skipped), at every decision.
 
         With ``regret_weight > 0`` the expected regret is added with that weight: the
         policy's probability of each answer times its regret (``batch["regret"]``, metres it
@@ -351,20 +381,30 @@ class NavPolicy(nn.Module):
         b, a = batch["ans_batch"], batch["ans_pos"]  # (D,), (D,)
         h = hidden[b, a]  # (D, E)
         h_lab = hidden[b[:, None], batch["labpos"]]  # (D, 13, E)
-        logits = self._label_logits(h, h_lab)  # (D, 13)
-        logits = logits.masked_fill(~batch["avail"], float("-inf"))
-        if answers == "good":
-            # every answer as good as the expert's is right: maximise their total probability
-            good = batch["good"] & batch["avail"]
-            loss = (
-                torch.logsumexp(logits, -1) - torch.logsumexp(logits.masked_fill(~good, -1e9), -1)
-            ).mean()
-            acc = good.gather(1, logits.argmax(-1, keepdim=True)).float().mean()
+        avail = batch["avail"]
+        logp = self.label_logprobs(h, h_lab, avail)  # (D, 13)
+        if answers == "good":  # every answer as good as the expert's is right
+            good = batch["good"] & avail
         else:
-            loss = nn.functional.cross_entropy(logits, batch["targets"])
-            acc = (logits.argmax(-1) == batch["targets"]).float().mean()
+            good = nn.functional.one_hot(batch["targets"], len(LABELS) + 1).bool()
+        acc = good.gather(1, logp.argmax(-1, keepdim=True)).float().mean()
+        if self.stop_head is None:  # minus the log of the right answers' total probability
+            loss = -torch.logsumexp(logp.masked_fill(~good, float("-inf")), -1).mean()
+        else:
+            moves = self._move_logprobs(h, h_lab, avail)  # (D, 12), given a move
+            right = good[:, :-1]
+            has = right.any(-1)
+            loss = -torch.logsumexp(moves[has].masked_fill(~right[has], float("-inf")), -1)
+            loss = loss.sum() / max(int(has.sum()), 1)
+            dist = batch["distance"].to(h.device)
+            known = ~torch.isnan(dist)
+            if known.any():
+                z = self.stop_head(h[known]).squeeze(-1).float()
+                near = (dist[known] <= stop_within).float()
+                bce = nn.functional.binary_cross_entropy_with_logits(z, near)
+                loss = loss + stop_weight * bce
         if regret_weight > 0:
-            prob = torch.softmax(logits, -1)  # unavailable labels: probability 0
+            prob = logp.exp()  # unavailable labels: probability 0
             loss = loss + regret_weight * (prob * batch["regret"]).sum(-1).mean()
         if lm_weight > 0:
             lm_logits = out.logits[:, :-1]  # (B, T-1, V)
@@ -374,7 +414,7 @@ class NavPolicy(nn.Module):
         return loss, acc
 
     def _label_logits(self, h: torch.Tensor, h_lab: torch.Tensor | None = None) -> torch.Tensor:
-        """Label logits at the answer slot.  h (..., E), h_lab (..., 13, E) -> (..., 13)"""
+        """Raw label scores at the answer slot.  h (..., E), h_lab (..., 13, E) -> (..., 13)"""
         head = self.lm.get_output_embeddings()
         w = head.weight[self.label_ids]  # (13, E)
         out = h @ w.T
@@ -382,10 +422,35 @@ class NavPolicy(nn.Module):
             out = out + head.bias[self.label_ids]
         if self.pointer is not None and h_lab is not None:
             out = out + (self.pointer(h_lab) * h.unsqueeze(-2)).sum(-1)
-        if self.config.stop_bias and not self.training:  # decisions, not the loss
-            out = out.clone()
-            out[..., -1] -= self.config.stop_bias
         return out
+
+    def _move_logprobs(
+        self, h: torch.Tensor, h_lab: torch.Tensor | None, avail: torch.Tensor
+    ) -> torch.Tensor:
+        """log P(move k | moving) over the available moves.  -> (..., 12)"""
+        logits = self._label_logits(h, h_lab)[..., :-1].float()
+        return torch.log_softmax(logits.masked_fill(~avail[..., :-1], float("-inf")), -1)
+
+    def label_logprobs(
+        self, h: torch.Tensor, h_lab: torch.Tensor | None, avail: torch.Tensor
+    ) -> torch.Tensor:
+        """Log-probabilities of the labels at the answer slot (-inf where unavailable).
+        h (..., E), h_lab (..., 13, E), avail (..., 13) bool -> (..., 13) float32.
+
+        When deciding (eval mode, never in the loss) ``stop_bias`` is subtracted from Stop's
+        logit (with the stop head: from its log-odds)."""
+        bias = self.config.stop_bias if not self.training else 0.0
+        if self.stop_head is None:
+            logits = self._label_logits(h, h_lab).float()
+            logits = torch.cat([logits[..., :-1], logits[..., -1:] - bias], -1)
+            return torch.log_softmax(logits.masked_fill(~avail, float("-inf")), -1)
+        z = self.stop_head(h).squeeze(-1).float() - bias  # log-odds of "within reach: stop"
+        moves = self._move_logprobs(h, h_lab, avail)
+        # no move available: the log-softmax over nothing is NaN; Stop is then certain
+        none = ~avail[..., :-1].any(-1, keepdim=True)
+        moves = torch.where(none, float("-inf"), moves + nn.functional.logsigmoid(-z)[..., None])
+        stop = torch.where(none[..., 0], 0.0, nn.functional.logsigmoid(z))
+        return torch.cat([moves, stop[..., None]], -1)
 
     @torch.no_grad()
     def step_logits(
@@ -428,6 +493,8 @@ class NavPolicy(nn.Module):
             extra_w.update({f"pointer.{k}": v for k, v in self.pointer.state_dict().items()})
         if self.proj is not None:
             extra_w.update({f"proj.{k}": v for k, v in self.proj.state_dict().items()})
+        if self.stop_head is not None:
+            extra_w.update({f"stop_head.{k}": v for k, v in self.stop_head.state_dict().items()})
         if extra_w:
             from safetensors.torch import save_file
 
@@ -465,16 +532,20 @@ class NavPolicy(nn.Module):
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise VlnavError(f"cannot load the policy LM from {path / 'lm'}: {msg}") from None
         pol = cls(lm, tok, cfg)
-        if pol.proj is not None or pol.pointer is not None:
+        if pol.proj is not None or pol.pointer is not None or pol.stop_head is not None:
             try:
                 from safetensors.torch import load_file
 
                 w = load_file(str(path / "heads.safetensors"))
-                for name in ("pointer", "proj"):
+                for name in ("pointer", "proj", "stop_head"):
                     mod = getattr(pol, name)
                     if mod is not None:
                         mod.load_state_dict(
-                            {k.split(".", 1)[1]: v for k, v in w.items() if k.startswith(name)}
+                            {
+                                k.split(".", 1)[1]: v
+                                for k, v in w.items()
+                                if k.startswith(name + ".")
+                            }
                         )
             except Exception as e:  # noqa: BLE001
                 msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -498,7 +569,7 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
     views = torch.full((B, T), -1, dtype=torch.long)
     steps = torch.full((B, T), -1, dtype=torch.long)
     mask = torch.zeros((B, T), dtype=torch.long)
-    ans_b, ans_p, targets, avail, labpos, good, regret = [], [], [], [], [], [], []
+    ans_b, ans_p, targets, avail, labpos, good, regret, dist = [], [], [], [], [], [], [], []
     for i, it in enumerate(items):
         n = len(it["input_ids"])
         ids[i, :n] = torch.tensor(it["input_ids"])
@@ -511,6 +582,7 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
         avail += it["avail"]
         good += it["good"]
         regret += it["regret"]
+        dist += it["distance"]
         labpos += it["labpos"]
     batch = {
         "input_ids": ids,
@@ -524,6 +596,7 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
         "avail": torch.tensor(avail, dtype=torch.bool),
         "good": torch.tensor(good, dtype=torch.bool),
         "regret": torch.tensor(regret, dtype=torch.float32),
+        "distance": torch.tensor(dist, dtype=torch.float32),
     }
     if items[0]["features"] is not None:
         S = max(it["features"].shape[0] for it in items)

@@ -83,7 +83,24 @@ def mark_words() -> list[str]:
     return [f"lm{k}" for k in range(1, MAX_MARKS + 1)] + ["lmlast"]
 
 
-def candidate_line(c, style: str = "langnav", marks: dict[str, str] | None = None) -> str:
+def visited_views(obs: TextObservation, earlier: list, radius: float) -> set[int]:
+    """The candidates whose waypoint lies within ``radius`` metres (on the floor plane) of a
+    place where the agent took an earlier decision (``earlier``: their positions): the
+    ``visited`` mark of ``policy.visited``, from the agent's own odometry. Empty when
+    ``radius`` is 0 (off)."""
+    if radius <= 0 or not earlier:
+        return set()
+    out = set()
+    for c in obs.candidates:
+        x, z = c.waypoint[0], c.waypoint[2]
+        if any((x - p[0]) ** 2 + (z - p[2]) ** 2 <= radius * radius for p in earlier):
+            out.add(c.index)
+    return out
+
+
+def candidate_line(
+    c, style: str = "langnav", marks: dict[str, str] | None = None, visited: bool = False
+) -> str:
     """One candidate's line, closed by its label token.
 
     ``langnav``: ``to your 30 degree left is , a kitchen with a white fridge on the left . <B>``
@@ -96,6 +113,8 @@ def candidate_line(c, style: str = "langnav", marks: dict[str, str] | None = Non
     its landmark mark (``marks``, from ``landmark_marks``): ``kitchen lm1 white fridge left 2
     lmlast <B>``; the policy need not learn to find the instruction's words in each line.
     ``here``: the candidates as ``matched``; only the Stop line differs (``stop_line``).
+    ``visited``: the line ends with the word ``visited`` (before the label): its move
+    leads back to where the agent has already been (``visited_views``).
     """
     if style in ("distances", *MARKED) and _has_distances(c.caption):
         body = _distance_words(c.caption, marks if style in MARKED else None)
@@ -103,6 +122,8 @@ def candidate_line(c, style: str = "langnav", marks: dict[str, str] | None = Non
         body = [w for w in words(c.caption.text) if w not in _FILLER]
     else:
         body = words(c.to_text(details=False))
+    if visited:
+        body = [*body, "visited"]
     return f"{' '.join(body)} {LABELS[c.index]}"
 
 
@@ -179,12 +200,15 @@ def stop_line(obs: TextObservation, style: str = "langnav", marks=None) -> str:
 
 
 def step_text(
-    obs: TextObservation, style: str = "langnav", marks: dict[str, str] | None = None
+    obs: TextObservation,
+    style: str = "langnav",
+    marks: dict[str, str] | None = None,
+    visited: set[int] = frozenset(),
 ) -> str:
     """The ``<step>`` segment of one decision, ending with ``<ans>``."""
     parts = ["<step>"]
     for c in obs.candidates:
-        parts.append(candidate_line(c, style, marks))
+        parts.append(candidate_line(c, style, marks, c.index in visited))
     parts.append(f"{stop_line(obs, style, marks)} <ans>")
     return " ".join(parts)
 
@@ -203,3 +227,4 @@ class Decision:
     features: object = None  # (12, D) visual features of the panorama, when fused
     good: list[str] | None = None  # every label as good as ``label`` (None: ``label`` alone)
     regret: dict[str, float] | None = None  # each label's regret in metres (expert_judgement)
+    distance: float | None = None  # geodesic metres to the goal (expert_judgement)
