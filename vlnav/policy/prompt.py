@@ -200,15 +200,12 @@ def stop_line(obs: TextObservation, style: str = "langnav", marks=None) -> str:
 
 
 def step_text(
-    obs: TextObservation,
-    style: str = "langnav",
-    marks: dict[str, str] | None = None,
-    visited: set[int] = frozenset(),
+    obs: TextObservation, style: str = "langnav", marks: dict[str, str] | None = None
 ) -> str:
     """The ``<step>`` segment of one decision, ending with ``<ans>``."""
     parts = ["<step>"]
     for c in obs.candidates:
-        parts.append(candidate_line(c, style, marks, c.index in visited))
+        parts.append(candidate_line(c, style, marks))
     parts.append(f"{stop_line(obs, style, marks)} <ans>")
     return " ".join(parts)
 
