@@ -34,8 +34,9 @@ rows = [
     ("default\n+ Stop head", 0.408, 0.312),
     ("default\n+ visited\nmark", 0.474, 0.339),
     ("default\n+ 2 para-\nphrases\nper path", 0.472, 0.363),
+    ("default\n+ visited\n+ room where\neach move\nends", 0.422, 0.355),
 ]
-fig, ax = plt.subplots(figsize=(24, 4.8), dpi=110)
+fig, ax = plt.subplots(figsize=(25, 4.8), dpi=110)
 x = range(len(rows))
 w = 0.38
 ax.bar([i - w / 2 for i in x], [r[1] for r in rows], w, label="SR", color="#3b75af")
