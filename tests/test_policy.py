@@ -954,12 +954,16 @@ def test_paraphrases_add_sequences_over_the_same_expert_decisions(
     cfg = TrainConfig(out=str(tmp_path / "run"))
     cfg.data.paraphrases = 3
     trainer = Trainer(cfg, env=tiny_env, progress=False)
-    para = trainer.paraphrases(tmp_path / "run" / "data")
+    para = trainer.paraphrases(tmp_path / "run" / "data", tiny_episodes)
     assert sorted(para) == sorted(str(e.episode_id) for e in tiny_episodes)
     own = {str(e.episode_id): e.instruction_text for e in tiny_episodes}
     assert all(len(v) == 2 and all(v) for v in para.values())
     assert any(own[k] not in v for k, v in para.items())  # not copies of the original
-    assert trainer.paraphrases(tmp_path / "again") == para  # deterministic
+    assert trainer.paraphrases(tmp_path / "again", tiny_episodes) == para  # deterministic
+    # a speaker is asked about the episodes trained on only
+    assert sorted(trainer.paraphrases(tmp_path / "two", tiny_episodes[:2])) == sorted(
+        str(e.episode_id) for e in tiny_episodes[:2]
+    )
     instr, ds = corpus[0]
     path = tmp_path / "expert.jsonl"
     eid = str(tiny_episodes[0].episode_id)
@@ -968,4 +972,8 @@ def test_paraphrases_add_sequences_over_the_same_expert_decisions(
     assert [i for i, _ in items] == [instr, *para[eid]]
     assert all([d.label for d in x] == [d.label for d in ds] for _, x in items)
     cfg.data.paraphrases = 1
-    assert Trainer(cfg, env=tiny_env, progress=False).paraphrases(tmp_path / "x") == {}
+    assert Trainer(cfg, env=tiny_env, progress=False).paraphrases(tmp_path / "x", []) == {}
+    cfg.data.paraphrases = 2
+    tiny_env.episodes.speaker = "route"
+    with pytest.raises(ConfigError, match="data.paraphrases needs a speaker"):
+        Trainer(cfg, env=tiny_env, progress=False).paraphrases(tmp_path / "y", tiny_episodes)

@@ -325,7 +325,7 @@ class Trainer:
                 workers=cfg.collect_workers,
             )
         with _main_process_first():
-            para = self.paraphrases(data_dir)
+            para = self.paraphrases(data_dir, episodes)
         corpus = _read_expert(data_dir / "expert.jsonl", cfg.policy.stop_head, para)
         if cfg.data.imagined:
             corpus += load_imagined(cfg.data.imagined)
@@ -353,18 +353,24 @@ class Trainer:
         _ = torch
         return final
 
-    def paraphrases(self, data_dir: Path) -> dict[str, list[str]]:
+    def paraphrases(self, data_dir: Path, episodes: list) -> dict[str, list[str]]:
         """Episode id -> its other instructions (``data.paraphrases`` - 1 of them), written
-        by the env's speaker with seeds ``episodes.seed + 1, + 2, ...`` (deterministic;
+        for ``episodes`` (the ones trained on; a speaker is asked about nothing else) by the
+        env's speaker with seeds ``episodes.seed + 1, + 2, ...`` (deterministic;
         ``<data_dir>/paraphrases-<k>/``)."""
         k = self.cfg.data.paraphrases
         if k <= 1:
             return {}
-        from vlnav.episodes import load_episodes
+        if self.env.episodes.speaker == "route":
+            raise ConfigError(
+                "data.paraphrases needs a speaker that writes instructions (the env's "
+                "episodes.speaker is 'route', one fixed description per path)"
+            )
+        from vlnav.episodes import EpisodeSet, load_episodes, save_episodes
         from vlnav.instruct.config import InstructConfig
         from vlnav.instruct.pipeline import run_instruct
 
-        src = self.cfg.data.episodes_file or self.env.episodes_path(self.cfg.data.split)
+        src = save_episodes(data_dir / "paraphrase-source.json.gz", EpisodeSet(list(episodes)))
         out: dict[str, list[str]] = {}
         for j in range(1, k):
             speaker = InstructConfig(
@@ -376,7 +382,7 @@ class Trainer:
             )  # fmt: skip
             for ep in load_episodes(res.files["episodes"]).episodes:
                 out.setdefault(str(ep.episode_id), []).append(ep.instruction_text)
-        print(f"[train] {k - 1} more instructions for each of the {len(out)} episodes of {src}")
+        print(f"[train] {k - 1} more instructions for each of the {len(out)} training episodes")
         return out
 
     def _meta(self) -> dict[str, Any]:

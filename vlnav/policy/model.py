@@ -223,7 +223,7 @@ class NavPolicy(nn.Module):
     ) -> tuple[list[int], list[int], list[bool], list[int]]:
         """As ``encode_step``, plus each label's token offset in the segment (-1: absent)."""
         obs = decision.obs
-        seen = visited_views(obs, list(earlier), self.config.visited)
+        seen = visited_views(obs, earlier, self.config.visited)
         labpos = [-1] * (len(LABELS) + 1)
         # candidate lines are encoded one by one to know which view each token belongs to
         ids = self.encode("<step>")
@@ -382,7 +382,11 @@ class NavPolicy(nn.Module):
         h = hidden[b, a]  # (D, E)
         h_lab = hidden[b[:, None], batch["labpos"]]  # (D, 13, E)
         avail = batch["avail"]
-        logp = self.label_logprobs(h, h_lab, avail)  # (D, 13)
+        if self.stop_head is None:
+            logp = self.label_logprobs(h, h_lab, avail)  # (D, 13)
+        else:  # the parts once: the moves given a move, Stop's log-odds
+            moves, z = self._stop_head_parts(h, h_lab, avail)
+            logp = _mixture(moves, z, avail)
         if answers == "good":  # every answer as good as the expert's is right
             good = batch["good"] & avail
         else:
@@ -391,7 +395,6 @@ class NavPolicy(nn.Module):
         if self.stop_head is None:  # minus the log of the right answers' total probability
             loss = -torch.logsumexp(logp.masked_fill(~good, float("-inf")), -1).mean()
         else:
-            moves = self._move_logprobs(h, h_lab, avail)  # (D, 12), given a move
             right = good[:, :-1]
             has = right.any(-1)
             loss = -torch.logsumexp(moves[has].masked_fill(~right[has], float("-inf")), -1)
@@ -399,9 +402,8 @@ class NavPolicy(nn.Module):
             dist = batch["distance"].to(h.device)
             known = ~torch.isnan(dist)
             if known.any():
-                z = self.stop_head(h[known]).squeeze(-1).float()
                 near = (dist[known] <= stop_within).float()
-                bce = nn.functional.binary_cross_entropy_with_logits(z, near)
+                bce = nn.functional.binary_cross_entropy_with_logits(z[known], near)
                 loss = loss + stop_weight * bce
         if regret_weight > 0:
             prob = logp.exp()  # unavailable labels: probability 0
@@ -424,12 +426,16 @@ class NavPolicy(nn.Module):
             out = out + (self.pointer(h_lab) * h.unsqueeze(-2)).sum(-1)
         return out
 
-    def _move_logprobs(
+    def _stop_head_parts(
         self, h: torch.Tensor, h_lab: torch.Tensor | None, avail: torch.Tensor
-    ) -> torch.Tensor:
-        """log P(move k | moving) over the available moves.  -> (..., 12)"""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """With the stop head: log P(move k | moving) over the available moves (..., 12),
+        and the head's log-odds of "within reach: stop" (...,), less the Stop bias when
+        deciding."""
         logits = self._label_logits(h, h_lab)[..., :-1].float()
-        return torch.log_softmax(logits.masked_fill(~avail[..., :-1], float("-inf")), -1)
+        moves = torch.log_softmax(logits.masked_fill(~avail[..., :-1], float("-inf")), -1)
+        bias = self.config.stop_bias if not self.training else 0.0
+        return moves, self.stop_head(h).squeeze(-1).float() - bias
 
     def label_logprobs(
         self, h: torch.Tensor, h_lab: torch.Tensor | None, avail: torch.Tensor
@@ -439,18 +445,12 @@ class NavPolicy(nn.Module):
 
         When deciding (eval mode, never in the loss) ``stop_bias`` is subtracted from Stop's
         logit (with the stop head: from its log-odds)."""
-        bias = self.config.stop_bias if not self.training else 0.0
         if self.stop_head is None:
+            bias = self.config.stop_bias if not self.training else 0.0
             logits = self._label_logits(h, h_lab).float()
             logits = torch.cat([logits[..., :-1], logits[..., -1:] - bias], -1)
             return torch.log_softmax(logits.masked_fill(~avail, float("-inf")), -1)
-        z = self.stop_head(h).squeeze(-1).float() - bias  # log-odds of "within reach: stop"
-        moves = self._move_logprobs(h, h_lab, avail)
-        # no move available: the log-softmax over nothing is NaN; Stop is then certain
-        none = ~avail[..., :-1].any(-1, keepdim=True)
-        moves = torch.where(none, float("-inf"), moves + nn.functional.logsigmoid(-z)[..., None])
-        stop = torch.where(none[..., 0], 0.0, nn.functional.logsigmoid(z))
-        return torch.cat([moves, stop[..., None]], -1)
+        return _mixture(*self._stop_head_parts(h, h_lab, avail), avail)
 
     @torch.no_grad()
     def step_logits(
@@ -552,6 +552,16 @@ class NavPolicy(nn.Module):
                 raise VlnavError(f"cannot load {path / 'heads.safetensors'}: {msg}") from None
         pol.eval()
         return pol, meta
+
+
+def _mixture(moves: torch.Tensor, z: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+    """The stop head's label log-probabilities: P(stop) = sigmoid(z), P(move k) =
+    (1 - P(stop)) * P(k | moving); with no move available Stop is certain (the log-softmax
+    over nothing is NaN)."""
+    none = ~avail[..., :-1].any(-1, keepdim=True)
+    moves = torch.where(none, float("-inf"), moves + nn.functional.logsigmoid(-z)[..., None])
+    stop = torch.where(none[..., 0], 0.0, nn.functional.logsigmoid(z))
+    return torch.cat([moves, stop[..., None]], -1)
 
 
 def _takes_cache(lm: Any) -> bool:

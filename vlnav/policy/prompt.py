@@ -83,7 +83,7 @@ def mark_words() -> list[str]:
     return [f"lm{k}" for k in range(1, MAX_MARKS + 1)] + ["lmlast"]
 
 
-def visited_views(obs: TextObservation, earlier: list, radius: float) -> set[int]:
+def visited_views(obs: TextObservation, earlier, radius: float) -> set[int]:
     """The candidates whose waypoint lies within ``radius`` metres (on the floor plane) of a
     place where the agent took an earlier decision (``earlier``: their positions): the
     ``visited`` mark of ``policy.visited``, from the agent's own odometry. Empty when
