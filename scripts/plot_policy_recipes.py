@@ -25,26 +25,32 @@ rows = [
     ("longer,\n3,600\nepisodes", 0.464, 0.330),
     ("prev. default\n+ named\nobjects\n(more: 4)", 0.470, 0.334),
     ("prev. default,\npath moves\nbending\n≤ 25 %", 0.280, 0.230),
-    ("+ path\nmoves\n≤ 1 step\n(default)", 0.492, 0.384),
-    ("default,\ngood within\n1 m", 0.450, 0.348),
-    ("default,\n180 other\nhouses", 0.486, 0.358),
-    ("default\n+ expected\nregret", 0.458, 0.354),
-    ("default,\n4 DAgger\nrounds", 0.500, 0.357),
-    ("default\n+ room where\neach move\nends", 0.494, 0.396),
-    ("default\n+ Stop head", 0.408, 0.312),
-    ("default\n+ visited\nmark", 0.474, 0.339),
-    ("default\n+ 2 para-\nphrases\nper path", 0.472, 0.363),
-    ("default\n+ visited\n+ room where\neach move\nends", 0.422, 0.355),
+    ("+ path\nmoves\n≤ 1 step\n(path\ndefault)", 0.492, 0.384),
+    ("path\ndefault,\ngood within\n1 m", 0.450, 0.348),
+    ("path\ndefault,\n180 other\nhouses", 0.486, 0.358),
+    ("path\ndefault\n+ expected\nregret", 0.458, 0.354),
+    ("path\ndefault,\n4 DAgger\nrounds", 0.500, 0.357),
+    ("path\ndefault\n+ room where\neach move\nends", 0.494, 0.396),
+    ("path\ndefault\n+ Stop head", 0.408, 0.312),
+    ("path\ndefault\n+ visited\nmark", 0.474, 0.339),
+    ("path\ndefault\n+ 2 para-\nphrases\nper path", 0.472, 0.363),
+    ("path\ndefault\n+ visited\n+ room where\neach move\nends", 0.422, 0.355),
+    ("path\ndefault\n+ progress\nwords", 0.496, 0.368),
+    ("path\ndefault\n+ stop gate\n2 m (eval\nonly)", 0.584, 0.397),
+    ("path\ndefault\n+ stop gate\n2 m (also\nin DAgger)", 0.562, 0.371),
+    ("path default\n+ room where\neach move\nends + gate\n(eval only)", 0.620, 0.430),
+    ("+ stop gate\nalso in\nDAgger", 0.630, 0.433),
+    ("the same\nfrom an\nempty folder\n(default)", 0.624, 0.417),
 ]
-fig, ax = plt.subplots(figsize=(25, 4.8), dpi=110)
+fig, ax = plt.subplots(figsize=(30, 4.8), dpi=110)
 x = range(len(rows))
 w = 0.38
 ax.bar([i - w / 2 for i in x], [r[1] for r in rows], w, label="SR", color="#3b75af")
 ax.bar([i + w / 2 for i in x], [r[2] for r in rows], w, label="SPL", color="#ef8636")
 ax.axhline(0.60, color="#3b75af", ls="--", lw=1)
 ax.axhline(0.50, color="#ef8636", ls="--", lw=1)
-ax.text(len(rows) - 0.5, 0.605, "SR target", ha="right", va="bottom", fontsize=8, color="#3b75af")
-ax.text(len(rows) - 0.5, 0.505, "SPL target", ha="right", va="bottom", fontsize=8, color="#ef8636")
+ax.text(-0.45, 0.605, "SR target", ha="left", va="bottom", fontsize=8, color="#3b75af")
+ax.text(-0.45, 0.505, "SPL target", ha="left", va="bottom", fontsize=8, color="#ef8636")
 ax.axhline(0.030, color="grey", ls=":", lw=1)
 ax.text(
     -0.45,

@@ -27,6 +27,7 @@ from vlnav.policy.prompt import (  # noqa: E402
     Decision,
     candidate_line,
     labels_of,
+    mark_words,
     step_text,
 )
 from vlnav.sim.base import MOVE_FORWARD, TURN_LEFT, TURN_RIGHT  # noqa: E402
@@ -67,11 +68,14 @@ def corpus():
     return [make_episode(rng, steps=int(rng.integers(2, 5))) for _ in range(6)]
 
 
-def tiny_policy(corpus, fusion="none", feature_dim=0, head="pointer", stop_head=False, visited=0.0):
+def tiny_policy(
+    corpus, fusion="none", feature_dim=0, head="pointer", stop_head=False, visited=0.0, **kw
+):
     texts = [i for i, _ in corpus] + [
         c.caption.text for _, ds in corpus for d in ds for c in d.obs.candidates
     ]
-    tok = build_tokenizer(texts, ["left", "right", "front", "back", "degree", "visited"])
+    extra = ["left", "right", "front", "back", "degree", "visited", "passed", "none"]
+    tok = build_tokenizer(texts, [*extra, *mark_words()])
     torch.manual_seed(0)
     cfg = PolicyConfig(
         layers=2,
@@ -83,6 +87,7 @@ def tiny_policy(corpus, fusion="none", feature_dim=0, head="pointer", stop_head=
         feature_dim=feature_dim,
         stop_head=stop_head,
         visited=visited,
+        **kw,
     )
     return NavPolicy.create(cfg, tok).eval()
 
@@ -905,6 +910,124 @@ def test_visited_mark_names_the_moves_back_to_earlier_decisions(corpus):
         fin = np.isfinite(inc)
         assert np.allclose(inc[fin], full[t].numpy()[fin], atol=1e-4)
         assert np.allclose(inc[fin], bat[fin], atol=1e-4)
+
+
+def test_progress_words_name_the_landmarks_reached_so_far(corpus):
+    """``policy.progress``: each decision begins with the instruction's landmarks reached at
+    the decisions so far (a room when most views show it, an object within 2.5 m), in the
+    instruction's order; training, the KV-cache context and the batched decider agree."""
+    from vlnav.perception.base import Mention
+    from vlnav.policy.prompt import landmark_marks, passed_marks
+
+    instr = "Walk past the red sofa into the kitchen, then stop by the white fridge."
+    marks = landmark_marks(instr)
+    assert marks == {"red sofa": "lm1", "kitchen": "lm2", "white fridge": "lmlast"}
+
+    def obs_at(x, room, objects):
+        cap = Caption(
+            f"A {room}.",
+            [Mention(cat, col, dist, "ahead") for cat, col, dist in objects],
+            room=room,
+        )
+        cands = [Candidate(k, 30.0 * k, 0.0, [x + 1.0, 0, 0], 2.0, cap) for k in (0, 3, 6)]
+        return TextObservation("s", [x, 0, 0], 0.0, cands)
+
+    a = obs_at(0, "living room", [("sofa", "red", 3.4), ("fridge", "silver", 1.0)])
+    b = obs_at(2, "living room", [("sofa", "red", 1.2), ("sofa", "blue", 0.5)])
+    c = obs_at(4, "kitchen", [("fridge", "white", 2.0)])
+    assert passed_marks([a], marks) == []  # the sofa 3.4 m away; a fridge of another colour
+    assert passed_marks([a, b], marks) == ["lm1"]
+    assert passed_marks([a, b, c], marks) == ["lm1", "lm2", "lmlast"]
+    assert passed_marks([c], None) == []  # unmarked prompts
+    with pytest.raises(ConfigError, match="progress"):
+        PolicyConfig(prompt="compact", progress=True)
+    ds = [Decision(a, LABELS[0]), Decision(b, LABELS[3]), Decision(c, STOP_LABEL)]
+    corpus = [(instr, ds), *corpus]
+    pol = tiny_policy(corpus, prompt="matched", progress=True)
+    item = pol.episode_tensors(instr, ds)
+    text = pol.tokenizer.decode(item["input_ids"])
+    heads = [x.split()[:5] for x in text.split("<step>")[1:]]
+    assert [h[:2] for h in heads] == [["passed", "none"], ["passed", "lm1"]] + [["passed", "lm1"]]
+    assert heads[2][:4] == ["passed", "lm1", "lm2", "lmlast"]
+    batch = collate([item], pol.tokenizer.pad_token_id)
+    with torch.no_grad():
+        hid = pol.lm(input_ids=batch["input_ids"], output_hidden_states=True).hidden_states[-1]
+        full = pol.label_logprobs(hid[0, batch["ans_pos"]], hid[0][batch["labpos"]], batch["avail"])
+    ctx = EpisodeContext(pol, instr)
+    dec = BatchDecider(pol, 2)
+    dec.start(0, instr)
+    for t, d in enumerate(ds):
+        inc = ctx.scores(d)[0]
+        ctx.commit(d.label)
+        bat = dec.decide({0: d})[0][1]
+        dec.pending[0] = [int(pol.label_ids[pol.label_index(d.label)])]
+        fin = np.isfinite(inc)
+        assert np.allclose(inc[fin], full[t].numpy()[fin], atol=1e-4)
+        assert np.allclose(inc[fin], bat[fin], atol=1e-4)
+
+
+def test_stop_gate_takes_stop_away_where_the_final_landmark_is_not_around(corpus, tmp_path):
+    """``policy.stop_gate``: when deciding (KV-cache context and batched decider alike), Stop
+    is unavailable unless the instruction's final landmark is around the agent (an object of
+    its category and colour within the gate's metres, or the room most views show); the
+    training sequence keeps Stop available."""
+    from vlnav.perception.base import Mention
+    from vlnav.policy.prompt import landmark_marks, stop_allowed
+
+    instr = "Walk past the red sofa, then stop by the white fridge."
+    marks = landmark_marks(instr)
+
+    def obs_at(room, objects, n=3):
+        cap = Caption(
+            f"A {room}.",
+            [Mention(cat, col, dist, "ahead") for cat, col, dist in objects],
+            room=room,
+        )
+        cands = [Candidate(k, 30.0 * k, 0.0, [1.0, 0, 0], 2.0, cap) for k in range(n)]
+        return TextObservation("s", [0, 0, 0], 0.0, cands)
+
+    far = obs_at("kitchen", [("fridge", "white", 3.4), ("sofa", "red", 1.0)])
+    wrong = obs_at("kitchen", [("fridge", "silver", 1.0)])
+    near = obs_at("kitchen", [("fridge", "white", 2.9)])
+    assert not stop_allowed(far, marks, 3.0) and stop_allowed(far, marks, 3.5)
+    assert not stop_allowed(wrong, marks, 3.0)  # a fridge of another colour
+    assert stop_allowed(near, marks, 3.0)
+    room_goal = landmark_marks("Leave the bedroom and wait in the kitchen.")
+    assert stop_allowed(wrong, room_goal, 3.0)  # the final landmark is the room it is in
+    assert not stop_allowed(obs_at("hallway", []), room_goal, 3.0)
+    assert stop_allowed(far, None, 3.0) and stop_allowed(obs_at("hallway", [], 0), marks, 3.0)
+    with pytest.raises(ConfigError, match="stop_gate"):
+        PolicyConfig(stop_gate=-1.0)
+
+    ds = [Decision(far, LABELS[0]), Decision(near, STOP_LABEL)]
+    corpus = [(instr, ds), *corpus]
+    for stop_head in (False, True):
+        pol = tiny_policy(corpus, stop_head=stop_head, stop_gate=3.0)
+        free = tiny_policy(corpus, stop_head=stop_head)
+        assert pol.episode_tensors(instr, ds)["avail"] == free.episode_tensors(instr, ds)["avail"]
+        ctx, ctx_free = EpisodeContext(pol, instr), EpisodeContext(free, instr)
+        dec = BatchDecider(pol, 1)
+        dec.start(0, instr)
+        for d in ds:
+            gated, plain = ctx.scores(d)[0], ctx_free.scores(d)[0]
+            bat = dec.decide({0: d})[0][1]
+            for x in (ctx, ctx_free):
+                x.commit(d.label)
+            dec.pending[0] = [int(pol.label_ids[pol.label_index(d.label)])]
+            if d.obs is far:  # Stop gone; the moves keep their order and sum to one
+                assert gated[-1] == -np.inf and bat[-1] == -np.inf and np.isfinite(plain[-1])
+                assert np.argsort(gated[:3]).tolist() == np.argsort(plain[:3]).tolist()
+                assert np.isclose(np.exp(gated[:3]).sum(), 1.0, atol=1e-5)
+            else:
+                assert np.allclose(gated[:3], plain[:3], atol=1e-5) and np.isfinite(gated[-1])
+            assert np.allclose(gated[np.isfinite(gated)], bat[np.isfinite(bat)], atol=1e-4)
+    from vlnav.policy.agent import PolicyAgent  # a checkpoint keeps it; --stop-gate overrides
+
+    pol.save(tmp_path / "ck")
+    assert NavPolicy.load(tmp_path / "ck")[0].config.stop_gate == 3.0
+    assert PolicyAgent(str(tmp_path / "ck"), stop_gate=0.0).policy.config.stop_gate == 0.0
+    with pytest.raises(ConfigError, match="stop_gate"):
+        PolicyAgent(str(tmp_path / "ck"), stop_gate=-2.0)
 
 
 def test_corrupt_observation_cache_is_a_one_line_error_also_in_worker_processes(tmp_path):

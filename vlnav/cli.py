@@ -79,6 +79,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         agent, kwargs = "policy", {"checkpoint": args.policy, "dtype": args.dtype}
         if args.stop_bias is not None:
             kwargs["stop_bias"] = args.stop_bias
+        if args.stop_gate is not None:
+            kwargs["stop_gate"] = args.stop_gate
         from vlnav.policy.model import NavPolicy
 
         NavPolicy.load(args.policy)  # a bad checkpoint fails here, before any work
@@ -202,6 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --policy: subtract this from Stop's logit at each decision (default: the "
         "checkpoint's policy.stop_bias)",
+    )
+    ev.add_argument(
+        "--stop-gate",
+        type=float,
+        default=None,
+        metavar="METRES",
+        help="with --policy: Stop only where the instruction's final landmark is within METRES "
+        "in some view (or is the room the agent is in); 0 turns the gate off (default: the "
+        "checkpoint's policy.stop_gate)",
     )
     ev.add_argument(
         "--restart",

@@ -717,7 +717,7 @@ def _asset_words() -> list[str]:
     from vlnav.policy.prompt import mark_words
 
     out.update(mark_words())  # the matched prompt's landmark marks
-    out.update(["stop", "here", "visited"])  # Stop's line; policy.visited
+    out.update(["stop", "here", "visited", "passed", "none"])  # Stop's line; visited; progress
     return sorted(out)
 
 

@@ -36,14 +36,15 @@ class EpisodeContext:
         self.marks = policy.marks(instruction)
         self.past: Any = None
         self.pos = 0
-        self.earlier: list = []  # positions of the decisions taken so far
+        self.earlier: list = []  # observations of the decisions taken so far
 
     @torch.no_grad()
     def scores(self, decision: Decision) -> tuple[np.ndarray, list[bool]]:
         """Label log-probabilities (13,) for this decision (-inf where unavailable)."""
         pol, dev = self.policy, self.device
         ids, views, avail, labpos = pol.encode_step_full(decision, self.marks, self.earlier)
-        self.earlier.append(decision.obs.position)
+        avail = pol.decision_avail(decision, self.marks, avail)
+        self.earlier.append(decision.obs)
         seq = self.pending + ids
         views = [-1] * len(self.pending) + views
         if self.pos + len(seq) + 1 > pol.config.max_len:
@@ -233,6 +234,7 @@ class PolicyAgent(DecisionAgent):
         threads: int | None = None,
         dtype: str = "float32",
         stop_bias: float | None = None,
+        stop_gate: float | None = None,
         **kw: Any,
     ) -> None:
         torch.set_num_threads(threads or 1)  # incremental forwards are small
@@ -242,6 +244,11 @@ class PolicyAgent(DecisionAgent):
 
             check_range("stop_bias", float(stop_bias), -20.0, 20.0)
             self.policy.config.stop_bias = float(stop_bias)
+        if stop_gate is not None:  # overrides the checkpoint's
+            from vlnav.config import check_range
+
+            check_range("stop_gate", float(stop_gate), 0.0, 100.0)
+            self.policy.config.stop_gate = float(stop_gate)
         if dtype not in ("float32", "bfloat16"):
             raise VlnavError(f"dtype {dtype!r}: expected float32 or bfloat16")
         # bfloat16 halves the decision time on CPUs with AVX512-BF16 / AMX, and on GPUs

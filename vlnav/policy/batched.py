@@ -36,7 +36,7 @@ class BatchDecider:
         self.pos = [0] * n
         self.pending: list[list[int]] = [[] for _ in range(n)]
         self.marks: list[dict[str, str] | None] = [None] * n
-        self.earlier: list[list] = [[] for _ in range(n)]  # positions of earlier decisions
+        self.earlier: list[list] = [[] for _ in range(n)]  # observations of earlier decisions
 
     def start(self, slot: int, instruction: str) -> None:
         """Begin an episode in ``slot`` (its earlier cache entries are masked out)."""
@@ -56,7 +56,8 @@ class BatchDecider:
         segs, views, avails, labs = {}, {}, {}, {}
         for s in slots:
             ids, v, av, lp = pol.encode_step_full(decisions[s], self.marks[s], self.earlier[s])
-            self.earlier[s].append(decisions[s].obs.position)
+            av = pol.decision_avail(decisions[s], self.marks[s], av)
+            self.earlier[s].append(decisions[s].obs)
             labs[s] = [len(self.pending[s]) + max(p, 0) for p in lp]
             segs[s] = self.pending[s] + ids
             views[s] = [-1] * len(self.pending[s]) + v

@@ -34,6 +34,8 @@ from vlnav.policy.prompt import (
     candidate_line,
     header_text,
     landmark_marks,
+    progress_words,
+    stop_allowed,
     stop_line,
     visited_views,
 )
@@ -74,6 +76,15 @@ class PolicyConfig:
     # agent already decided ("... visited <C>"), from its own odometry: an agent that cannot
     # see where it has been walks back and forth between two places (0: off)
     visited: float = 0.0
+    # begin each decision with the instruction's landmarks reached so far ("<step> passed lm1
+    # lm2 ..."; marked prompts only), from the agent's own observations: the model need not
+    # track its progress through the instruction over the history
+    progress: bool = False
+    # decision time only: Stop is not available unless the instruction's final landmark is
+    # around the agent (an object within this many metres in some view, or the room it is
+    # in; ``prompt.stop_allowed``). A lost policy otherwise stops where nothing matches the
+    # instruction's goal (0: off)
+    stop_gate: float = 0.0
 
     def __post_init__(self) -> None:
         check_range("layers", self.layers, 1, 64)
@@ -89,6 +100,9 @@ class PolicyConfig:
         check_range("dropout", self.dropout, 0.0, 0.9)
         check_range("stop_bias", self.stop_bias, -20.0, 20.0)
         check_range("visited", self.visited, 0.0, 100.0)
+        check_range("stop_gate", self.stop_gate, 0.0, 100.0)
+        if self.progress and self.prompt not in MARKED:
+            raise_cfg(f"policy.progress needs a marked prompt {MARKED}, not '{self.prompt}'")
 
 
 def raise_cfg(msg: str) -> None:
@@ -208,13 +222,24 @@ class NavPolicy(nn.Module):
     def marks(self, instruction: str) -> dict[str, str] | None:
         """The landmark marks of ``instruction`` for the marked prompts (``matched``,
         ``here``), else None."""
-        return landmark_marks(instruction) if self.config.prompt in MARKED else None
+        wanted = self.config.prompt in MARKED or self.config.stop_gate > 0
+        return landmark_marks(instruction) if wanted else None
+
+    def decision_avail(
+        self, decision: Decision, marks: dict[str, str] | None, avail: list[bool]
+    ) -> list[bool]:
+        """The labels available when deciding (never in the loss): ``avail`` with Stop
+        removed where the stop gate (``stop_gate``) says the agent may not stop here."""
+        gate = self.config.stop_gate
+        if gate > 0 and any(avail[:-1]) and not stop_allowed(decision.obs, marks, gate):
+            return [*avail[:-1], False]
+        return avail
 
     def encode_step(
         self, decision: Decision, marks: dict[str, str] | None = None, earlier: list = ()
     ) -> tuple[list[int], list[int], list[bool]]:
         """(token ids, view index per token (-1 outside candidates), available labels).
-        ``earlier``: the positions of the episode's earlier decisions (``policy.visited``)."""
+        ``earlier``: the episode's earlier observations (``policy.visited``, ``progress``)."""
         ids, views, avail, _ = self.encode_step_full(decision, marks, earlier)
         return ids, views, avail
 
@@ -223,10 +248,13 @@ class NavPolicy(nn.Module):
     ) -> tuple[list[int], list[int], list[bool], list[int]]:
         """As ``encode_step``, plus each label's token offset in the segment (-1: absent)."""
         obs = decision.obs
-        seen = visited_views(obs, earlier, self.config.visited)
+        seen = visited_views(obs, [o.position for o in earlier], self.config.visited)
         labpos = [-1] * (len(LABELS) + 1)
         # candidate lines are encoded one by one to know which view each token belongs to
-        ids = self.encode("<step>")
+        head = ["<step>"]
+        if self.config.progress:
+            head += progress_words([*earlier, obs], marks)
+        ids = self.encode(" ".join(head))
         views = [-1] * len(ids)
         for c in obs.candidates:
             piece = self.encode(candidate_line(c, self.config.prompt, marks, c.index in seen))
@@ -256,7 +284,7 @@ class NavPolicy(nn.Module):
         steps = [-1] * len(ids)
         ans, targets, avail, labpos, goods, regrets, dist = [], [], [], [], [], [], []
         for s, d in enumerate(decisions):
-            earlier = [x.obs.position for x in decisions[:s]]
+            earlier = [x.obs for x in decisions[:s]]
             sid, sv, av, lp = self.encode_step_full(d, marks, earlier)
             labpos.append([len(ids) + o if o >= 0 else 0 for o in lp])
             ids += sid
@@ -557,10 +585,13 @@ class NavPolicy(nn.Module):
 def _mixture(moves: torch.Tensor, z: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
     """The stop head's label log-probabilities: P(stop) = sigmoid(z), P(move k) =
     (1 - P(stop)) * P(k | moving); with no move available Stop is certain (the log-softmax
-    over nothing is NaN)."""
+    over nothing is NaN); with Stop unavailable (the stop gate) P(move k) = P(k | moving)."""
     none = ~avail[..., :-1].any(-1, keepdim=True)
-    moves = torch.where(none, float("-inf"), moves + nn.functional.logsigmoid(-z)[..., None])
+    no_stop = ~avail[..., -1:]  # the stop gate took Stop away: the moves alone
+    moving = torch.where(no_stop, 0.0, nn.functional.logsigmoid(-z)[..., None])
+    moves = torch.where(none, float("-inf"), moves + moving)
     stop = torch.where(none[..., 0], 0.0, nn.functional.logsigmoid(z))
+    stop = torch.where(no_stop[..., 0] & ~none[..., 0], float("-inf"), stop)
     return torch.cat([moves, stop[..., None]], -1)
 
 

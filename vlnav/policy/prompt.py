@@ -98,6 +98,56 @@ def visited_views(obs: TextObservation, earlier, radius: float) -> set[int]:
     return out
 
 
+def passed_marks(observations, marks: dict[str, str] | None) -> list[str]:
+    """The instruction's landmarks the agent has reached at its decisions so far
+    (``observations``: the episode's observations up to and including the current one), in
+    the instruction's order: a room counts when it is the room most of a decision's views
+    show, an object when some view shows it within ``NEAR`` metres. The ``policy.progress``
+    words (``passed lm1 lm2``): what the agent has done of the instruction, from its own
+    observations, so the model need not track it over the history."""
+    if not marks:
+        return []
+    got: set[str] = set()
+    for obs in observations:
+        caps = [c.caption for c in obs.candidates if _has_distances(c.caption)]
+        if not caps:
+            continue
+        room = Counter(cap.room for cap in caps).most_common(1)[0][0]
+        got.update(_mark(marks, room))
+        for cap in caps:
+            for m in [*cap.mentions, *cap.more]:
+                if m.distance is not None and m.distance <= NEAR:
+                    got.update(_mark(marks, m.category, m.colour))
+    order = mark_words()
+    return sorted(got, key=order.index)
+
+
+def progress_words(observations, marks: dict[str, str] | None) -> list[str]:
+    """``passed lm1 lm3`` (or ``passed none``): see ``passed_marks``."""
+    return ["passed", *(passed_marks(observations, marks) or ["none"])]
+
+
+def stop_allowed(obs: TextObservation, marks: dict[str, str] | None, within: float) -> bool:
+    """The stop gate (``policy.stop_gate``): may the agent stop here? Only where the
+    instruction's final landmark is around it: an object of that category (and colour, when
+    the instruction gives one) within ``within`` metres in some view, or the room most of
+    its views show when the final landmark is a room. True when there is nothing to check
+    (no marks, no final landmark, captions without rooms, no candidates)."""
+    caps = [c.caption for c in obs.candidates if c.caption.room]
+    if not caps or not marks or "lmlast" not in marks.values():
+        return True
+    room = Counter(cap.room for cap in caps).most_common(1)[0][0]
+    if _mark(marks, room) == ["lmlast"]:
+        return True
+    return any(
+        m.distance is not None
+        and m.distance <= within
+        and _mark(marks, m.category, m.colour) == ["lmlast"]
+        for cap in caps
+        for m in [*cap.mentions, *cap.more]
+    )
+
+
 def candidate_line(
     c, style: str = "langnav", marks: dict[str, str] | None = None, visited: bool = False
 ) -> str:
