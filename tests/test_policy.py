@@ -864,6 +864,38 @@ def test_stop_head_refuses_expert_data_without_goal_distances(corpus, tmp_path):
     assert [d.distance for d in _read_expert(path, distances=True)[0][1]] == [3.0] * len(ds)
 
 
+def _assert_three_paths_agree(pol, instr, ds, item, slot):
+    """The teacher-forced pass over ``item`` (``episode_tensors(instr, ds)``), the KV-cache
+    context and the batched decider (episode in ``slot``) give the same label scores."""
+    batch = collate([item], pol.tokenizer.pad_token_id)
+    with torch.no_grad():
+        hid = pol.lm(input_ids=batch["input_ids"], output_hidden_states=True).hidden_states[-1]
+        full = pol.label_logprobs(hid[0, batch["ans_pos"]], hid[0][batch["labpos"]], batch["avail"])
+    ctx = EpisodeContext(pol, instr)
+    dec = BatchDecider(pol, 2)
+    dec.start(slot, instr)
+    for t, d in enumerate(ds):
+        inc = ctx.scores(d)[0]
+        ctx.commit(d.label)
+        bat = dec.decide({slot: d})[slot][1]
+        dec.pending[slot] = [int(pol.label_ids[pol.label_index(d.label)])]
+        fin = np.isfinite(inc)
+        assert np.allclose(inc[fin], full[t].numpy()[fin], atol=1e-4)
+        assert np.allclose(inc[fin], bat[fin], atol=1e-4)
+
+
+def _room_obs(room, objects, x=0.0, views=(0, 3, 6)):
+    """An observation at (x, 0, 0) whose views all show ``room`` and ``objects`` ((category,
+    colour, metres) each, ahead), every waypoint 1 m further along x."""
+    from vlnav.perception.base import Mention
+
+    cap = Caption(
+        f"A {room}.", [Mention(cat, col, dist, "ahead") for cat, col, dist in objects], room=room
+    )
+    cands = [Candidate(k, 30.0 * k, 0.0, [x + 1.0, 0, 0], 2.0, cap) for k in views]
+    return TextObservation("s", [x, 0, 0], 0.0, cands)
+
+
 def test_visited_mark_names_the_moves_back_to_earlier_decisions(corpus):
     """``policy.visited``: a candidate whose waypoint lies within the radius of an earlier
     decision's position ends with ``visited``; the teacher-forced pass, the KV-cache
@@ -895,46 +927,22 @@ def test_visited_mark_names_the_moves_back_to_earlier_decisions(corpus):
     assert steps[2].count("visited") == 1 and "ahead . visited <G>" in steps[2]
     plain = tiny_policy(corpus).episode_tensors(instr, ds)
     assert len(item["input_ids"]) == len(plain["input_ids"]) + 2
-    batch = collate([item], pol.tokenizer.pad_token_id)
-    with torch.no_grad():
-        hid = pol.lm(input_ids=batch["input_ids"], output_hidden_states=True).hidden_states[-1]
-        full = pol.label_logprobs(hid[0, batch["ans_pos"]], hid[0][batch["labpos"]], batch["avail"])
-    ctx = EpisodeContext(pol, instr)
-    dec = BatchDecider(pol, 2)
-    dec.start(1, instr)
-    for t, d in enumerate(ds):
-        inc = ctx.scores(d)[0]
-        ctx.commit(d.label)
-        bat = dec.decide({1: d})[1][1]
-        dec.pending[1] = [int(pol.label_ids[pol.label_index(d.label)])]
-        fin = np.isfinite(inc)
-        assert np.allclose(inc[fin], full[t].numpy()[fin], atol=1e-4)
-        assert np.allclose(inc[fin], bat[fin], atol=1e-4)
+    _assert_three_paths_agree(pol, instr, ds, item, slot=1)
 
 
 def test_progress_words_name_the_landmarks_reached_so_far(corpus):
     """``policy.progress``: each decision begins with the instruction's landmarks reached at
     the decisions so far (a room when most views show it, an object within 2.5 m), in the
     instruction's order; training, the KV-cache context and the batched decider agree."""
-    from vlnav.perception.base import Mention
     from vlnav.policy.prompt import landmark_marks, passed_marks
 
     instr = "Walk past the red sofa into the kitchen, then stop by the white fridge."
     marks = landmark_marks(instr)
     assert marks == {"red sofa": "lm1", "kitchen": "lm2", "white fridge": "lmlast"}
 
-    def obs_at(x, room, objects):
-        cap = Caption(
-            f"A {room}.",
-            [Mention(cat, col, dist, "ahead") for cat, col, dist in objects],
-            room=room,
-        )
-        cands = [Candidate(k, 30.0 * k, 0.0, [x + 1.0, 0, 0], 2.0, cap) for k in (0, 3, 6)]
-        return TextObservation("s", [x, 0, 0], 0.0, cands)
-
-    a = obs_at(0, "living room", [("sofa", "red", 3.4), ("fridge", "silver", 1.0)])
-    b = obs_at(2, "living room", [("sofa", "red", 1.2), ("sofa", "blue", 0.5)])
-    c = obs_at(4, "kitchen", [("fridge", "white", 2.0)])
+    a = _room_obs("living room", [("sofa", "red", 3.4), ("fridge", "silver", 1.0)], x=0)
+    b = _room_obs("living room", [("sofa", "red", 1.2), ("sofa", "blue", 0.5)], x=2)
+    c = _room_obs("kitchen", [("fridge", "white", 2.0)], x=4)
     assert passed_marks([a], marks) == []  # the sofa 3.4 m away; a fridge of another colour
     assert passed_marks([a, b], marks) == ["lm1"]
     assert passed_marks([a, b, c], marks) == ["lm1", "lm2", "lmlast"]
@@ -949,21 +957,7 @@ def test_progress_words_name_the_landmarks_reached_so_far(corpus):
     heads = [x.split()[:5] for x in text.split("<step>")[1:]]
     assert [h[:2] for h in heads] == [["passed", "none"], ["passed", "lm1"]] + [["passed", "lm1"]]
     assert heads[2][:4] == ["passed", "lm1", "lm2", "lmlast"]
-    batch = collate([item], pol.tokenizer.pad_token_id)
-    with torch.no_grad():
-        hid = pol.lm(input_ids=batch["input_ids"], output_hidden_states=True).hidden_states[-1]
-        full = pol.label_logprobs(hid[0, batch["ans_pos"]], hid[0][batch["labpos"]], batch["avail"])
-    ctx = EpisodeContext(pol, instr)
-    dec = BatchDecider(pol, 2)
-    dec.start(0, instr)
-    for t, d in enumerate(ds):
-        inc = ctx.scores(d)[0]
-        ctx.commit(d.label)
-        bat = dec.decide({0: d})[0][1]
-        dec.pending[0] = [int(pol.label_ids[pol.label_index(d.label)])]
-        fin = np.isfinite(inc)
-        assert np.allclose(inc[fin], full[t].numpy()[fin], atol=1e-4)
-        assert np.allclose(inc[fin], bat[fin], atol=1e-4)
+    _assert_three_paths_agree(pol, instr, ds, item, slot=0)
 
 
 def test_stop_gate_takes_stop_away_where_the_final_landmark_is_not_around(corpus, tmp_path):
@@ -971,20 +965,13 @@ def test_stop_gate_takes_stop_away_where_the_final_landmark_is_not_around(corpus
     is unavailable unless the instruction's final landmark is around the agent (an object of
     its category and colour within the gate's metres, or the room most views show); the
     training sequence keeps Stop available."""
-    from vlnav.perception.base import Mention
     from vlnav.policy.prompt import landmark_marks, stop_allowed
 
     instr = "Walk past the red sofa, then stop by the white fridge."
     marks = landmark_marks(instr)
 
     def obs_at(room, objects, n=3):
-        cap = Caption(
-            f"A {room}.",
-            [Mention(cat, col, dist, "ahead") for cat, col, dist in objects],
-            room=room,
-        )
-        cands = [Candidate(k, 30.0 * k, 0.0, [1.0, 0, 0], 2.0, cap) for k in range(n)]
-        return TextObservation("s", [0, 0, 0], 0.0, cands)
+        return _room_obs(room, objects, views=range(n))
 
     far = obs_at("kitchen", [("fridge", "white", 3.4), ("sofa", "red", 1.0)])
     wrong = obs_at("kitchen", [("fridge", "silver", 1.0)])

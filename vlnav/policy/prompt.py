@@ -98,6 +98,21 @@ def visited_views(obs: TextObservation, earlier, radius: float) -> set[int]:
     return out
 
 
+def _main_room(caps) -> str:
+    """The room most of these captions show (ties: the first view's)."""
+    return Counter(cap.room for cap in caps).most_common(1)[0][0]
+
+
+def _near(caps, within: float) -> list:
+    """The objects these captions place within ``within`` metres (named or further ones)."""
+    return [
+        m
+        for cap in caps
+        for m in [*cap.mentions, *cap.more]
+        if m.distance is not None and m.distance <= within
+    ]
+
+
 def passed_marks(observations, marks: dict[str, str] | None) -> list[str]:
     """The instruction's landmarks the agent has reached at its decisions so far
     (``observations``: the episode's observations up to and including the current one), in
@@ -112,12 +127,9 @@ def passed_marks(observations, marks: dict[str, str] | None) -> list[str]:
         caps = [c.caption for c in obs.candidates if _has_distances(c.caption)]
         if not caps:
             continue
-        room = Counter(cap.room for cap in caps).most_common(1)[0][0]
-        got.update(_mark(marks, room))
-        for cap in caps:
-            for m in [*cap.mentions, *cap.more]:
-                if m.distance is not None and m.distance <= NEAR:
-                    got.update(_mark(marks, m.category, m.colour))
+        got.update(_mark(marks, _main_room(caps)))
+        for m in _near(caps, NEAR):
+            got.update(_mark(marks, m.category, m.colour))
     order = mark_words()
     return sorted(got, key=order.index)
 
@@ -136,16 +148,9 @@ def stop_allowed(obs: TextObservation, marks: dict[str, str] | None, within: flo
     caps = [c.caption for c in obs.candidates if c.caption.room]
     if not caps or not marks or "lmlast" not in marks.values():
         return True
-    room = Counter(cap.room for cap in caps).most_common(1)[0][0]
-    if _mark(marks, room) == ["lmlast"]:
+    if _mark(marks, _main_room(caps)) == ["lmlast"]:
         return True
-    return any(
-        m.distance is not None
-        and m.distance <= within
-        and _mark(marks, m.category, m.colour) == ["lmlast"]
-        for cap in caps
-        for m in [*cap.mentions, *cap.more]
-    )
+    return any(_mark(marks, m.category, m.colour) == ["lmlast"] for m in _near(caps, within))
 
 
 def candidate_line(
@@ -226,15 +231,12 @@ def here_words(obs: TextObservation, marks: dict[str, str] | None = None) -> lis
     if not caps:
         return []
     marks = marks or {}
-    room = Counter(cap.room for cap in caps).most_common(1)[0][0]  # ties: the first view's
+    room = _main_room(caps)
     near: dict[object, object] = {}
-    for cap in caps:
-        for m in [*cap.mentions, *cap.more]:
-            key = m.instance_id if m.instance_id is not None else m.name
-            if m.distance is None or m.distance > NEAR:
-                continue
-            if key not in near or m.distance < near[key].distance:
-                near[key] = m
+    for m in _near(caps, NEAR):
+        key = m.instance_id if m.instance_id is not None else m.name
+        if key not in near or m.distance < near[key].distance:
+            near[key] = m
     out = words(room) + _mark(marks, room)
     for m in sorted(near.values(), key=lambda m: (m.distance, m.name))[:NEAR_MAX]:
         out += [",", *_mention_words(m, marks, side=False)]
