@@ -41,6 +41,9 @@ rows = [
     ("path default\n+ room where\neach move\nends + gate\n(eval only)", 0.620, 0.430),
     ("+ stop gate\nalso in\nDAgger", 0.630, 0.433),
     ("the same\nfrom an\nempty folder\n(default)", 0.624, 0.417),
+    ("default\nretrained\n(another\nhost)", 0.642, 0.421),
+    ("+ the expert\nstops within\n2 m", 0.576, 0.380),
+    ("retrained\ndefault,\nStop bias −1\n(eval)", 0.646, 0.450),
 ]
 fig, ax = plt.subplots(figsize=(30, 4.8), dpi=110)
 x = range(len(rows))

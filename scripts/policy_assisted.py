@@ -6,14 +6,23 @@ the policy the rest, to see where the gap to the expert is (README, Results).
 Modes: ``none`` (the policy alone), ``first:K`` (the expert takes decisions 1..K),
 ``force`` (Stop whenever the agent is within the success radius), ``veto`` (a Stop outside
 it becomes the policy's best move), ``stop`` (both: an oracle Stop), ``threshold:P`` (no
-Stop bias; Stop when the policy's P(stop) >= P, else its best move). Prints the mean
-metrics and writes one JSON line of metrics per episode to ``--out``.
+Stop bias; Stop when the policy's P(stop) >= P, else its best move), ``landmark:X`` (Stop
+as soon as an object marked as the instruction's final landmark is within X m in some view;
+no oracle). Prints the mean metrics and writes one JSON line of metrics per episode to
+``--out``.
+
+``--decisions FILE`` also writes every decision (the agent's geodesic distance to the goal,
+its answer, the expert's best and good answers, the metres walked before it) and prints
+where the successes' path length goes: before and after their first decision within the
+success radius, what an oracle Stop there would give, and at which decision they first
+leave the expert's good answers (README, Results: "Where SPL is lost").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import numpy as np
 import torch
@@ -23,7 +32,7 @@ from vlnav.episodes import load_episodes
 from vlnav.evaluate import run_episode
 from vlnav.metrics import compute_metrics
 from vlnav.policy.agent import PolicyAgent
-from vlnav.policy.prompt import LABELS, STOP_LABEL
+from vlnav.policy.prompt import LABELS, STOP_LABEL, _mark, _near
 from vlnav.sim.base import make_simulator
 
 
@@ -35,6 +44,7 @@ def main() -> None:
     ap.add_argument("--split", default="val_unseen")
     ap.add_argument("--episodes", type=int, default=200)
     ap.add_argument("--out", default="runs/policy_assisted.jsonl")
+    ap.add_argument("--decisions", default=None, help="also write every decision here")
     args = ap.parse_args()
     torch.set_num_threads(1)
     env = load_config(EnvConfig, args.env)
@@ -51,6 +61,11 @@ def main() -> None:
         lp[len(LABELS)] = -np.inf
         return LABELS[int(np.argmax(lp))]
 
+    def final_landmark_within(obs, within: float) -> bool:
+        caps = [c.caption for c in obs.candidates if c.caption.room]
+        marks = agent.ctx.marks
+        return any(_mark(marks, m.category, m.colour) == ["lmlast"] for m in _near(caps, within))
+
     def choose(obs, d):
         logp, _ = agent.ctx.scores(d)
         k = int(np.argmax(logp))
@@ -64,21 +79,92 @@ def main() -> None:
             label = best_move(logp)
         elif mode == "threshold":
             label = STOP_LABEL if np.exp(logp[-1]) >= float(arg) else best_move(logp)
-        elif mode not in ("none", "first", "force", "veto", "stop"):
+        elif mode == "landmark" and final_landmark_within(obs, float(arg)):
+            label = STOP_LABEL
+        elif mode not in ("none", "first", "force", "veto", "stop", "landmark"):
             raise SystemExit(f"unknown --mode {args.mode!r}")
         agent.ctx.commit(label)
         return label
 
     agent.choose = choose
-    rows = []
-    with open(args.out, "w") as fh:
+    rows, walks = [], []
+    with open(args.out, "w") as fh, open(args.decisions or os.devnull, "w") as dec_fh:
         for ep in eps:
-            m = compute_metrics(run_episode(sim, ep, agent, env.agent.max_steps))
+            rec = run_episode(sim, ep, agent, env.agent.max_steps)
+            m = compute_metrics(rec)
             rows.append(m)
             fh.write(json.dumps({"episode_id": ep.episode_id, **m}) + "\n")
+            if args.decisions:
+                walk = episode_walk(rec, agent, m)
+                walks.append(walk)
+                dec_fh.write(json.dumps({"episode_id": ep.episode_id, **walk}) + "\n")
     sim.close()
     mean = {k: float(np.mean([r[k] for r in rows])) for k in ("SR", "SPL", "OSR", "TL")}
     print(f"{args.mode}: {len(rows)} episodes " + " ".join(f"{k} {v:.3f}" for k, v in mean.items()))
+    if walks:
+        summarise(walks, radius)
+
+
+def episode_walk(rec, agent, m: dict) -> dict:
+    """One episode's decisions: distance to the goal, answer, the expert's, metres walked.
+
+    The record keeps a position only when the agent moved, so each decision is found in it
+    by its own position (in order), not by its action count."""
+    pos = np.asarray(rec.positions, dtype=float)
+    walked = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pos, axis=0), axis=1))])
+    decisions, j = [], 0
+    for d, t in zip(agent.decisions, agent.trace):
+        here = np.abs(pos[j:] - np.asarray(d.obs.position)).max(axis=1)
+        j += int(np.argmax(here < 1e-3)) if (here < 1e-3).any() else 0
+        decisions.append(
+            {
+                "distance": d.distance,
+                "label": t["label"],
+                "best": d.label,
+                "good": d.good,
+                "walked": round(float(walked[j]), 3),
+            }
+        )
+    return {"geodesic": rec.geodesic_start_goal, "SR": m["SR"], "SPL": m["SPL"],
+            "TL": m["TL"], "decisions": decisions}  # fmt: skip
+
+
+def summarise(walks: list[dict], radius: float) -> None:
+    """Where the successes' path length goes (printed)."""
+    succ = [w for w in walks if w["SR"] > 0]
+    before, after = [], []
+    for w in succ:
+        k = next((i for i, d in enumerate(w["decisions"]) if d["distance"] <= radius), None)
+        if k is not None:
+            before.append(w["decisions"][k]["walked"])
+            after.append(w["TL"] - before[-1])
+    print(
+        f"{len(succ)} successes: shortest path {np.mean([w['geodesic'] for w in succ]):.2f} m, "
+        f"walked {np.mean(before):.2f} m before the first decision within {radius:g} m of "
+        f"the goal and {np.mean(after):.2f} m after it (median {np.median(after):.2f})"
+    )
+    for within in (radius, radius - 0.5):
+        spl = []
+        for w in walks:
+            k = next((i for i, d in enumerate(w["decisions"]) if d["distance"] <= within), None)
+            if k is None:  # never there at a decision: as it was (a success between decisions)
+                spl.append(w["SPL"])
+            else:
+                spl.append(w["geodesic"] / max(w["decisions"][k]["walked"], w["geodesic"]))
+        print(f"an oracle Stop at the first decision within {within:g} m: SPL {np.mean(spl):.3f}")
+    first = [w["decisions"][0]["label"] in w["decisions"][0]["good"] for w in walks]
+    print(f"first decisions among the expert's good answers: {np.mean(first):.3f}")
+    groups: dict[str, list[float]] = {}
+    for w in succ:
+        ds = w["decisions"]
+        k = next((i for i, d in enumerate(ds) if d["label"] not in d["good"]), None)
+        key = "never" if k is None else f"decision {k + 1}" if k < 3 else "decision 4+"
+        groups.setdefault(key, []).append(w["SPL"])
+    for key in sorted(groups):
+        g = groups[key]
+        print(
+            f"successes first leaving the good answers at {key}: {len(g)}, mean SPL {np.mean(g):.3f}"
+        )
 
 
 if __name__ == "__main__":

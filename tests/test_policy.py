@@ -704,6 +704,42 @@ def test_expert_rates_every_near_best_candidate_good(tiny_env, tiny_episodes):
     assert several > 0, "neighbouring views should sometimes tie"
 
 
+def test_expert_stop_distance_shortens_the_expert_walk(tiny_env, tiny_episodes):
+    """``optim.expert_stop``: the recorded expert stops at its first decision within that
+    many metres of the goal (Stop its only good answer there) instead of walking on to 1 m,
+    so its paths end earlier and every episode still succeeds (3 m radius)."""
+    from vlnav.episodes import load_episodes
+    from vlnav.evaluate import run_episode
+    from vlnav.metrics import compute_metrics
+    from vlnav.perception.base import make_captioner
+    from vlnav.policy.agent import DecisionAgent
+    from vlnav.sim.base import make_simulator
+    from vlnav.train import OptimConfig
+
+    with pytest.raises(ConfigError, match="expert_stop"):
+        OptimConfig(expert_stop=-1.0)
+    eps = load_episodes(tiny_env.episodes_path("val_unseen")).episodes[:4]
+    sim = make_simulator("builtin", tiny_env, sensors=())
+    near = DecisionAgent(make_captioner("semantic"), record=True, max_decisions=8)
+    far = DecisionAgent(make_captioner("semantic"), record=True, max_decisions=8, expert_stop=2.0)
+    shorter = 0
+    try:
+        for i, ep in enumerate(eps):
+            a = compute_metrics(run_episode(sim, ep, near, 300, seed=i))
+            b = compute_metrics(run_episode(sim, ep, far, 300, seed=i))
+            assert a["SR"] == b["SR"] == 1.0
+            assert near.decisions[-1].distance <= 2.5  # walks in to 1 m (or no move helps)
+            assert all(d.distance > 2.0 for d in far.decisions[:-1])  # stops at the first
+            last = far.decisions[-1]
+            assert last.label == STOP_LABEL and last.good == [STOP_LABEL]
+            assert last.distance <= 2.5
+            assert b["TL"] <= a["TL"] + 1e-6
+            shorter += b["TL"] < a["TL"] - 0.25
+    finally:
+        sim.close()
+    assert shorter > 0, "some expert walk should end earlier"
+
+
 def test_good_answers_loss_is_their_total_probability(corpus):
     pol = tiny_policy(corpus)
     instr, ds = corpus[1]
@@ -1051,6 +1087,31 @@ def test_expert_collection_in_two_processes_writes_the_same_file(tmp_path):
     resumed.write_text("\n".join(lines[:3]) + "\n")
     tr.collect(resumed, eps, workers=2)
     assert resumed.read_text().splitlines() == lines
+
+
+def test_run_folder_data_from_other_settings_is_refused(tiny_env, tmp_path):
+    """The data in a run folder is reused on resume, so a config whose expert labels or
+    observations differ (``optim.expert_stop``, the captioner, ...) is a one-line error
+    naming the setting; the same config resumes; folders from before the check pass."""
+    from vlnav.train import TrainConfig, Trainer
+
+    cfg = TrainConfig(out=str(tmp_path / "run"))
+    data = tmp_path / "run" / "data"
+    data.mkdir(parents=True)
+    Trainer(cfg, env=tiny_env, progress=False)._check_labels(data)
+    assert json.loads((data / "labels.json").read_text())["expert_stop"] == 1.0
+    (data / "expert.jsonl").write_text("")
+    Trainer(cfg, env=tiny_env, progress=False)._check_labels(data)  # the same: resumes
+    cfg.optim.expert_stop = 2.0
+    with pytest.raises(ConfigError, match=r"expert_stop=1.0 but the config says 2.0"):
+        Trainer(cfg, env=tiny_env, progress=False)._check_labels(data)
+    cfg.optim.expert_stop = 1.0
+    cfg.captioner.kwargs = {"max_objects": 3}
+    with pytest.raises(ConfigError, match="collected with captioner="):
+        Trainer(cfg, env=tiny_env, progress=False)._check_labels(data)
+    (data / "labels.json").unlink()  # an older folder: data without labels.json
+    Trainer(cfg, env=tiny_env, progress=False)._check_labels(data)
+    assert not (data / "labels.json").exists()
 
 
 def test_paraphrases_add_sequences_over_the_same_expert_decisions(

@@ -80,6 +80,10 @@ class OptimConfig:
     # often as good); recorded when the data is collected
     answers: str = "best"
     good_within: float = 0.5
+    # the expert stops (Stop its only good answer) within this many metres (geodesic) of the
+    # goal; farther in, it walks on while a move gets 0.5 m closer. Recorded when the data is
+    # collected. Larger: shorter expert paths, the policy learns to stop earlier (SPL)
+    expert_stop: float = 1.0
     # weight of the expected-regret term: the policy's probabilities times each answer's
     # regret (metres the answer loses against the expert's, vlnav.policy.expert), so a step
     # the wrong way costs more than a near miss; 0: off
@@ -97,6 +101,7 @@ class OptimConfig:
         check_range("batch_size", self.batch_size, 1, 4096)
         check_range("lr", self.lr, 1e-7, 1.0)
         check_range("good_within", self.good_within, 0.0, 10.0)
+        check_range("expert_stop", self.expert_stop, 0.0, 100.0)
         check_range("regret", self.regret, 0.0, 100.0)
 
 
@@ -318,6 +323,7 @@ class Trainer:
         print(f"[train] {len(episodes)} training episodes; run folder {self.out}")
         # under `accelerate launch`, the main process collects; the others then find it done
         with _main_process_first():
+            self._check_labels(data_dir)
             self.collect(
                 data_dir / "expert.jsonl",
                 episodes,
@@ -384,6 +390,37 @@ class Trainer:
                 out.setdefault(str(ep.episode_id), []).append(ep.instruction_text)
         print(f"[train] {k - 1} more instructions for each of the {len(out)} training episodes")
         return out
+
+    def _labels(self) -> dict[str, Any]:
+        """The settings the collected data (observations and the expert's labels) depend on."""
+        cfg = self.cfg
+        return {
+            "env": self.env.name,
+            "captioner": dataclasses.asdict(cfg.captioner),
+            "features": cfg.features,
+            "waypoints": cfg.waypoints,
+            "max_decisions": cfg.max_decisions,
+            "good_within": cfg.optim.good_within,
+            "expert_stop": cfg.optim.expert_stop,
+        }
+
+    def _check_labels(self, data_dir: Path) -> None:
+        """A run folder's data is reused on resume: refuse it when it was collected with
+        other settings (``data/labels.json``, written with the first data; folders from
+        before it are not checked)."""
+        path, want = data_dir / "labels.json", self._labels()
+        if path.is_file():
+            have = json.loads(path.read_text())
+            for k, v in have.items():
+                if k in want and json.dumps(v, sort_keys=True) != json.dumps(
+                    want[k], sort_keys=True
+                ):
+                    raise ConfigError(
+                        f"{data_dir} was collected with {k}={v!r} but the config says "
+                        f"{want[k]!r}: train into another out folder, or delete {data_dir}"
+                    )
+        elif not any(data_dir.glob("*.jsonl")):
+            path.write_text(json.dumps(want, indent=2) + "\n")
 
     def _meta(self) -> dict[str, Any]:
         return {
@@ -589,6 +626,7 @@ class _Collector:
             forward_step=env.agent.forward_step,
             waypoints=cfg.waypoints,
             good_within=cfg.optim.good_within,
+            expert_stop=cfg.optim.expert_stop,
         )
         self.threads = torch.get_num_threads()
         torch.set_num_threads(1)  # small incremental forwards: more threads only contend

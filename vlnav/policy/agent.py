@@ -96,8 +96,10 @@ class DecisionAgent:
         forward_step: float = 0.25,
         waypoints: str = "straight",
         good_within: float = 0.5,
+        expert_stop: float = 1.0,
     ) -> None:
         self.captioner = captioner
+        self.expert_stop = expert_stop  # the recorded expert stops within this of the goal
         self.good_within = good_within  # recorded good answers: within this of the best
         self.waypoints = waypoints  # candidates' waypoints: straight walks or path moves
         self.choose = choose
@@ -163,7 +165,12 @@ class DecisionAgent:
         d = Decision(obs, STOP_LABEL, self._features(obs))
         if self.record:
             d.label, d.good, d.regret, d.distance = expert_judgement(
-                self.sim, obs, self.goal, self.success_radius, tolerance=self.good_within
+                self.sim,
+                obs,
+                self.goal,
+                self.success_radius,
+                stop_distance=self.expert_stop,
+                tolerance=self.good_within,
             )
             self.decisions.append(d)
         return d
