@@ -32,7 +32,7 @@ from vlnav.episodes import load_episodes
 from vlnav.evaluate import run_episode
 from vlnav.metrics import compute_metrics
 from vlnav.policy.agent import PolicyAgent
-from vlnav.policy.prompt import LABELS, STOP_LABEL, _mark, _near
+from vlnav.policy.prompt import LABELS, STOP_LABEL, final_landmark_near
 from vlnav.sim.base import make_simulator
 
 
@@ -61,11 +61,6 @@ def main() -> None:
         lp[len(LABELS)] = -np.inf
         return LABELS[int(np.argmax(lp))]
 
-    def final_landmark_within(obs, within: float) -> bool:
-        caps = [c.caption for c in obs.candidates if c.caption.room]
-        marks = agent.ctx.marks
-        return any(_mark(marks, m.category, m.colour) == ["lmlast"] for m in _near(caps, within))
-
     def choose(obs, d):
         logp, _ = agent.ctx.scores(d)
         k = int(np.argmax(logp))
@@ -79,7 +74,7 @@ def main() -> None:
             label = best_move(logp)
         elif mode == "threshold":
             label = STOP_LABEL if np.exp(logp[-1]) >= float(arg) else best_move(logp)
-        elif mode == "landmark" and final_landmark_within(obs, float(arg)):
+        elif mode == "landmark" and final_landmark_near(obs, agent.ctx.marks, float(arg)):
             label = STOP_LABEL
         elif mode not in ("none", "first", "force", "veto", "stop", "landmark"):
             raise SystemExit(f"unknown --mode {args.mode!r}")
@@ -114,8 +109,8 @@ def episode_walk(rec, agent, m: dict) -> dict:
     walked = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pos, axis=0), axis=1))])
     decisions, j = [], 0
     for d, t in zip(agent.decisions, agent.trace):
-        here = np.abs(pos[j:] - np.asarray(d.obs.position)).max(axis=1)
-        j += int(np.argmax(here < 1e-3)) if (here < 1e-3).any() else 0
+        at = np.abs(pos[j:] - np.asarray(d.obs.position)).max(axis=1) < 1e-3
+        j += int(np.argmax(at))  # 0 (stay) when not found
         decisions.append(
             {
                 "distance": d.distance,

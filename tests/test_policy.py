@@ -827,16 +827,8 @@ def test_stop_head_decides_stop_and_the_moves_share_the_rest(corpus, tmp_path):
     instr, ds = corpus[2]
     pol.save(tmp_path / "ck")
     loaded = NavPolicy.load(tmp_path / "ck")[0]
-    ctx, ctx2 = EpisodeContext(pol, instr), EpisodeContext(loaded, instr)
-    dec = BatchDecider(pol, 1)
-    dec.start(0, instr)
-    for d in ds:
-        a, b = ctx.scores(d)[0], ctx2.scores(d)[0]
-        c = dec.decide({0: d})[0][1]
+    for _, (a, b), c in _teacher_forced(instr, ds, pol, loaded):
         assert np.allclose(a, b) and np.allclose(a, c, atol=1e-4)
-        ctx.commit(d.label)
-        ctx2.commit(d.label)
-        dec.pending[0] = [int(pol.label_ids[pol.label_index(d.label)])]  # teacher forcing
 
 
 def test_stop_head_learns_whether_the_goal_is_within_reach(corpus):
@@ -900,6 +892,23 @@ def test_stop_head_refuses_expert_data_without_goal_distances(corpus, tmp_path):
     assert [d.distance for d in _read_expert(path, distances=True)[0][1]] == [3.0] * len(ds)
 
 
+def _teacher_forced(instr, ds, pol, *others, slot=0, slots=1):
+    """Step ``ds`` teacher-forced (each decision's recorded label is taken) through a
+    KV-cache context of ``pol`` and of each of ``others``, and through a batched decider of
+    ``pol`` (``slots`` episodes, this one in ``slot``): yields (decision, [each context's
+    scores], the batched scores)."""
+    ctxs = [EpisodeContext(p, instr) for p in (pol, *others)]
+    dec = BatchDecider(pol, slots)
+    dec.start(slot, instr)
+    for d in ds:
+        scores = [c.scores(d)[0] for c in ctxs]
+        batched = dec.decide({slot: d})[slot][1]
+        for c in ctxs:
+            c.commit(d.label)
+        dec.pending[slot] = [int(pol.label_ids[pol.label_index(d.label)])]
+        yield d, scores, batched
+
+
 def _assert_three_paths_agree(pol, instr, ds, item, slot):
     """The teacher-forced pass over ``item`` (``episode_tensors(instr, ds)``), the KV-cache
     context and the batched decider (episode in ``slot``) give the same label scores."""
@@ -907,14 +916,8 @@ def _assert_three_paths_agree(pol, instr, ds, item, slot):
     with torch.no_grad():
         hid = pol.lm(input_ids=batch["input_ids"], output_hidden_states=True).hidden_states[-1]
         full = pol.label_logprobs(hid[0, batch["ans_pos"]], hid[0][batch["labpos"]], batch["avail"])
-    ctx = EpisodeContext(pol, instr)
-    dec = BatchDecider(pol, 2)
-    dec.start(slot, instr)
-    for t, d in enumerate(ds):
-        inc = ctx.scores(d)[0]
-        ctx.commit(d.label)
-        bat = dec.decide({slot: d})[slot][1]
-        dec.pending[slot] = [int(pol.label_ids[pol.label_index(d.label)])]
+    steps = _teacher_forced(instr, ds, pol, slot=slot, slots=2)
+    for t, (_, (inc,), bat) in enumerate(steps):
         fin = np.isfinite(inc)
         assert np.allclose(inc[fin], full[t].numpy()[fin], atol=1e-4)
         assert np.allclose(inc[fin], bat[fin], atol=1e-4)
@@ -1028,15 +1031,7 @@ def test_stop_gate_takes_stop_away_where_the_final_landmark_is_not_around(corpus
         pol = tiny_policy(corpus, stop_head=stop_head, stop_gate=3.0)
         free = tiny_policy(corpus, stop_head=stop_head)
         assert pol.episode_tensors(instr, ds)["avail"] == free.episode_tensors(instr, ds)["avail"]
-        ctx, ctx_free = EpisodeContext(pol, instr), EpisodeContext(free, instr)
-        dec = BatchDecider(pol, 1)
-        dec.start(0, instr)
-        for d in ds:
-            gated, plain = ctx.scores(d)[0], ctx_free.scores(d)[0]
-            bat = dec.decide({0: d})[0][1]
-            for x in (ctx, ctx_free):
-                x.commit(d.label)
-            dec.pending[0] = [int(pol.label_ids[pol.label_index(d.label)])]
+        for d, (gated, plain), bat in _teacher_forced(instr, ds, pol, free):
             if d.obs is far:  # Stop gone; the moves keep their order and sum to one
                 assert gated[-1] == -np.inf and bat[-1] == -np.inf and np.isfinite(plain[-1])
                 assert np.argsort(gated[:3]).tolist() == np.argsort(plain[:3]).tolist()

@@ -150,7 +150,16 @@ def stop_allowed(obs: TextObservation, marks: dict[str, str] | None, within: flo
         return True
     if _mark(marks, _main_room(caps)) == ["lmlast"]:
         return True
-    return any(_mark(marks, m.category, m.colour) == ["lmlast"] for m in _near(caps, within))
+    return final_landmark_near(obs, marks, within)
+
+
+def final_landmark_near(obs: TextObservation, marks: dict[str, str] | None, within: float) -> bool:
+    """Does some view show an object marked as the instruction's final landmark (its
+    category, and colour when the instruction gives one) within ``within`` metres?"""
+    caps = [c.caption for c in obs.candidates if c.caption.room]
+    return bool(marks) and any(
+        _mark(marks, m.category, m.colour) == ["lmlast"] for m in _near(caps, within)
+    )
 
 
 def candidate_line(
