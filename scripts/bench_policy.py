@@ -18,6 +18,7 @@ if __name__ == "__main__":
     p.add_argument("--eval-episodes", type=int, default=1839, help="0 skips the evaluation")
     p.add_argument("--batch", type=int, default=32, help="episodes decided together per worker")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (the policy's)")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        run(a.checkpoint, a.run, tmp, a.workers, a.eval_episodes, a.out, a.batch, a.dtype)
+        run(a.checkpoint, a.run, tmp, a.workers, a.eval_episodes, a.out, a.batch, a.dtype, a.device)

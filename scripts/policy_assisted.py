@@ -8,11 +8,15 @@ Modes: ``none`` (the policy alone), ``first:K`` (the expert takes decisions 1..K
 it becomes the policy's best move), ``stop`` (both: an oracle Stop), ``threshold:P`` (no
 Stop bias; Stop when the policy's P(stop) >= P, else its best move), ``landmark:X`` (Stop
 as soon as an object marked as the instruction's final landmark is within X m in some view;
-no oracle). Prints the mean metrics and writes one JSON line of metrics per episode to
-``--out``.
+no oracle), ``rule:B:G`` (no oracle: the policy with Stop bias B and the stop gate at G m,
+whatever the checkpoint's). Prints the mean metrics and writes one JSON line of metrics per
+episode to ``--out``.
 
 ``--decisions FILE`` also writes every decision (the agent's geodesic distance to the goal,
-its answer, the expert's best and good answers, the metres walked before it) and prints
+its answer, the expert's best and good answers, the metres walked before it; and, scored
+without Stop bias or gate, Stop's log-probability less the best move's, ``stop_adv``, and
+the smallest stop-gate radius of 0.5, 1, ..., 5 m that would let it stop, ``gate_open``)
+and prints
 where the successes' path length goes: before and after their first decision within the
 success radius, what an oracle Stop there would give, and at which decision they first
 leave the expert's good answers (README, Results: "Where SPL is lost").
@@ -32,8 +36,10 @@ from vlnav.episodes import load_episodes
 from vlnav.evaluate import run_episode
 from vlnav.metrics import compute_metrics
 from vlnav.policy.agent import PolicyAgent
-from vlnav.policy.prompt import LABELS, STOP_LABEL, final_landmark_near
+from vlnav.policy.prompt import LABELS, STOP_LABEL, final_landmark_near, stop_allowed
 from vlnav.sim.base import make_simulator
+
+GATES = [0.5 * k for k in range(1, 11)]  # the stop-gate radii recorded per decision
 
 
 def main() -> None:
@@ -54,6 +60,14 @@ def main() -> None:
     mode, _, arg = args.mode.partition(":")
     if mode == "threshold":
         agent.policy.config.stop_bias = 0.0
+    # decisions are scored without Stop bias or gate, which are then applied here (the same
+    # argmax), so that each record also says what other biases and gates would have done
+    bias, gate = agent.policy.config.stop_bias, agent.policy.config.stop_gate
+    if mode == "rule":
+        b, _, g = arg.partition(":")
+        bias, gate = float(b), float(g or gate)
+    agent.policy.config.stop_bias, agent.policy.config.stop_gate = 0.0, 0.0
+    extra: list[dict] = []  # per decision of the current episode: stop_adv, gate_open
     radius = agent.success_radius
 
     def best_move(logp: np.ndarray) -> str:
@@ -63,6 +77,16 @@ def main() -> None:
 
     def choose(obs, d):
         logp, _ = agent.ctx.scores(d)
+        marks = agent.ctx.marks
+        opens = [g for g in GATES if stop_allowed(obs, marks, g)]
+        moves = np.max(logp[: len(LABELS)]) if np.isfinite(logp[: len(LABELS)]).any() else None
+        adv = None if moves is None else float(logp[-1] - moves)
+        extra.append({"stop_adv": adv, "gate_open": opens[0] if opens else None})
+        logp = np.array(logp)
+        if moves is not None:  # the checkpoint's (or the rule's) bias and gate
+            logp[-1] -= bias
+            if gate > 0 and not stop_allowed(obs, marks, gate):
+                logp[-1] = -np.inf
         k = int(np.argmax(logp))
         label = STOP_LABEL if k == len(LABELS) else LABELS[k]
         near = d.distance <= radius
@@ -76,7 +100,7 @@ def main() -> None:
             label = STOP_LABEL if np.exp(logp[-1]) >= float(arg) else best_move(logp)
         elif mode == "landmark" and final_landmark_near(obs, agent.ctx.marks, float(arg)):
             label = STOP_LABEL
-        elif mode not in ("none", "first", "force", "veto", "stop", "landmark"):
+        elif mode not in ("none", "first", "force", "veto", "stop", "landmark", "rule"):
             raise SystemExit(f"unknown --mode {args.mode!r}")
         agent.ctx.commit(label)
         return label
@@ -85,12 +109,15 @@ def main() -> None:
     rows, walks = [], []
     with open(args.out, "w") as fh, open(args.decisions or os.devnull, "w") as dec_fh:
         for ep in eps:
+            extra.clear()
             rec = run_episode(sim, ep, agent, env.agent.max_steps)
             m = compute_metrics(rec)
             rows.append(m)
             fh.write(json.dumps({"episode_id": ep.episode_id, **m}) + "\n")
             if args.decisions:
                 walk = episode_walk(rec, agent, m)
+                for dec, more in zip(walk["decisions"], extra):
+                    dec.update(more)
                 walks.append(walk)
                 dec_fh.write(json.dumps({"episode_id": ep.episode_id, **walk}) + "\n")
     sim.close()
@@ -98,6 +125,7 @@ def main() -> None:
     print(f"{args.mode}: {len(rows)} episodes " + " ".join(f"{k} {v:.3f}" for k, v in mean.items()))
     if walks:
         summarise(walks, radius)
+        replay(walks, radius, bias, gate)
 
 
 def episode_walk(rec, agent, m: dict) -> dict:
@@ -160,6 +188,36 @@ def summarise(walks: list[dict], radius: float) -> None:
         print(
             f"successes first leaving the good answers at {key}: {len(g)}, mean SPL {np.mean(g):.3f}"
         )
+
+
+def replay(walks: list[dict], radius: float, bias: float, gate: float) -> None:
+    """What a lower Stop bias or a wider stop gate would have given (printed): each episode
+    ends at its first decision where the rule lets Stop win. Exact for rules that stop no
+    later than the rollout's (bias <= its bias, gate >= its gate)."""
+    biases = sorted({bias, *[b for b in (1.0, 0.0, -1.0, -2.0, -3.0) if b <= bias]}, reverse=True)
+    gates = sorted({gate, *[g for g in (2.0, 2.5, 3.0, 4.0, 5.0) if g >= gate]})
+    print("replayed (SR / SPL): rows Stop bias, columns stop gate (m)")
+    print("bias  " + "  ".join(f"{g:>11g}" for g in gates))
+    for b in biases:
+        row = []
+        for g in gates:
+            sr, spl = [], []
+            for w in walks:
+                end = None
+                for d in w["decisions"][:-1]:
+                    adv, op = d.get("stop_adv"), d.get("gate_open")
+                    if adv is not None and op is not None and op <= g and adv - b > 0:
+                        end = d
+                        break
+                if end is None:
+                    sr.append(w["SR"])
+                    spl.append(w["SPL"])
+                else:
+                    ok = end["distance"] <= radius
+                    sr.append(float(ok))
+                    spl.append(ok * w["geodesic"] / max(end["walked"], w["geodesic"]))
+            row.append(f"{np.mean(sr):.3f}/{np.mean(spl):.3f}")
+        print(f"{b:>4g}  " + "  ".join(row))
 
 
 if __name__ == "__main__":

@@ -74,6 +74,8 @@ def test_a_folder_is_resumed_only_by_the_run_that_wrote_it(tiny_env, tiny_episod
     assert checkpoint_digest(ck) != first
     b = run_identity(tiny_env, "policy", "val_unseen", {"checkpoint": str(ck), "stop_bias": 1.0})
     assert a["agent_kwargs"] != b["agent_kwargs"] and a["env_digest"] == b["env_digest"]
+    on_gpu = {"checkpoint": str(ck), "stop_bias": 1.0, "device": "cuda"}
+    assert run_identity(tiny_env, "policy", "val_unseen", on_gpu) == b  # a device resumes
     with pytest.raises(VlnavError, match="checkpoint not found"):
         checkpoint_digest(tmp_path / "nope")
 
@@ -143,6 +145,34 @@ def test_batched_policy_evaluation_matches_one_at_a_time(
     assert all(r["actions"] and set(r["actions"]) <= {0, 1, 2, 3} for r in half.records)
     with pytest.raises(VlnavError, match="needs --policy"):
         evaluate(tiny_env, "oracle", "val_unseen", out_dir=tmp_path / "x", batch=4)
+
+
+def test_policy_evaluation_on_a_gpu_takes_the_cpus_actions(tiny_env, tiny_episodes, tmp_path):
+    """``vlnav eval --policy ... --device cuda``: the policy's calls on a GPU, batched, give
+    the CPU's trajectories (float32)."""
+    torch = pytest.importorskip("torch", reason="the policy needs torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (torch sees none here)")
+    from vlnav.policy.model import NavPolicy, PolicyConfig, build_tokenizer
+    from vlnav.train import _asset_words
+
+    tok = build_tokenizer(["a doorway . stop"], _asset_words())
+    torch.manual_seed(3)
+    pol = NavPolicy.create(PolicyConfig(layers=2, hidden=32, heads=2, intermediate=64), tok)
+    with torch.no_grad():  # a random policy that spreads its choices over the candidates
+        for p in pol.parameters():
+            p.mul_(8.0)
+    ckpt = tmp_path / "policy"
+    pol.eval().save(ckpt, {"captioner": {"name": "semantic", "kwargs": {}}, "max_decisions": 4})
+    runs = {}
+    for dev in ("cpu", "cuda"):
+        kw = {"agent_kwargs": {"checkpoint": str(ckpt), "device": dev}, "progress": False}
+        runs[dev] = evaluate(
+            tiny_env, "policy", "val_unseen", out_dir=tmp_path / dev, batch=3, **kw
+        )
+    assert len(runs["cuda"].records) == len(tiny_episodes)
+    for a, b in zip(runs["cpu"].records, runs["cuda"].records):
+        assert a["actions"] == b["actions"]
 
 
 def test_shards_merge_into_the_whole_run(tiny_env, tiny_episodes, tmp_path):

@@ -1143,3 +1143,151 @@ def test_paraphrases_add_sequences_over_the_same_expert_decisions(
     tiny_env.episodes.speaker = "route"
     with pytest.raises(ConfigError, match="data.paraphrases needs a speaker"):
         Trainer(cfg, env=tiny_env, progress=False).paraphrases(tmp_path / "y", tiny_episodes)
+
+
+def test_weight_average_follows_the_weights_and_survives_a_state_round_trip(corpus, tmp_path):
+    """optim.ema: the average after n updates is the ramped exponential average of the
+    weights it saw; ``averaged`` gives a copy with it (the model is left alone); the state
+    saved with the training state restores it exactly."""
+    from vlnav.train import _EMA, _load_state, _save_state
+
+    pol = tiny_policy(corpus).train()
+    items = [pol.episode_tensors(i, d) for i, d in corpus]
+    opt = torch.optim.AdamW(pol.parameters(), lr=3e-3)
+    ema = _EMA(pol, 0.9)
+    name = "lm.model.embed_tokens.weight"
+    want = pol.state_dict()[name].clone()
+    for n in range(1, 6):
+        loss, _ = pol(collate(items, pol.tokenizer.pad_token_id))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ema.update(pol)
+        d = min(0.9, (1 + n) / (10 + n))
+        want = d * want + (1 - d) * pol.state_dict()[name]
+    assert torch.allclose(ema.shadow[name], want, atol=1e-6)
+    assert not torch.allclose(ema.shadow[name], pol.state_dict()[name])  # it lags
+    avg = ema.averaged(pol)
+    assert torch.equal(avg.state_dict()[name], ema.shadow[name])
+    assert not torch.equal(pol.state_dict()[name], ema.shadow[name])  # the model unchanged
+    _save_state(tmp_path, pol, opt, 5, ema)
+    back = _EMA(pol, 0.9)
+    back.load_state_dict(_load_state(tmp_path)["ema"])
+    assert back.updates == 5 and all(torch.equal(back.shadow[k], v) for k, v in ema.shadow.items())
+
+
+def test_device_names_are_checked():
+    from vlnav.policy.agent import resolve_device
+
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(VlnavError, match="expected auto, cpu, cuda or cuda:N"):
+        resolve_device("gpu0")
+    with pytest.raises(VlnavError, match="torch sees"):
+        resolve_device(f"cuda:{torch.cuda.device_count() + 3}")
+
+
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (torch sees none here)"
+)
+
+
+@needs_cuda
+@pytest.mark.parametrize("packed", [True, False])
+def test_batched_decisions_on_a_gpu_equal_the_cpus(corpus, packed):
+    """The batched decider (packed and padded paths) on a GPU gives the CPU's scores, in
+    float32, and nearly all its decisions in bfloat16."""
+    cpu = tiny_policy(corpus)
+    gpu = copy.deepcopy(cpu).to("cuda")
+    assert gpu.label_ids.device.type == "cuda"  # moved with the weights
+
+    def rounds(pol):
+        bd = BatchDecider(pol, len(corpus), packed=packed)
+        for i, (instr, _) in enumerate(corpus):
+            bd.start(i, instr)
+        out = []
+        for t in range(max(len(ds) for _, ds in corpus)):
+            active = {i: ds[t] for i, (_, ds) in enumerate(corpus) if t < len(ds)}
+            res = bd.decide(active)
+            out += [res[i][1] for i in sorted(active)]
+            for i, d in active.items():
+                bd.pending[i] = [int(pol.label_ids[pol.label_index(d.label)])]
+        return out
+
+    a, b = rounds(cpu), rounds(gpu)
+    for x, y in zip(a, b, strict=True):
+        fin = np.isfinite(x)
+        assert (np.isfinite(y) == fin).all() and np.allclose(x[fin], y[fin], atol=1e-3)
+    c = rounds(gpu.to(torch.bfloat16))
+    same = np.mean([np.argmax(x) == np.argmax(z) for x, z in zip(a, c)])
+    assert same >= 0.8, same
+
+
+@needs_cuda
+def test_training_steps_on_a_gpu_follow_the_cpus(corpus):
+    """The training loss (with fusion: the gather of each view's features) runs on a GPU and
+    takes the CPU's steps."""
+    rng = np.random.default_rng(0)
+    feats = {id(d): rng.standard_normal((12, 8)).astype(np.float32) for _, ds in corpus for d in ds}
+    for _, ds in corpus:
+        for d in ds:
+            d.features = feats[id(d)]
+    try:
+        cpu = tiny_policy(corpus, fusion="add", feature_dim=8).train()
+        gpu = copy.deepcopy(cpu).to("cuda").train()
+        items = [cpu.episode_tensors(i, d) for i, d in corpus]
+        batch = collate(items, cpu.tokenizer.pad_token_id)
+        losses = []
+        for pol in (cpu, gpu):
+            opt = torch.optim.AdamW(pol.parameters(), lr=3e-3)
+            dev = next(pol.parameters()).device
+            run = []
+            for _ in range(5):
+                loss, _ = pol({k: v.to(dev) for k, v in batch.items()})
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                run.append(loss.item())
+            losses.append(run)
+        assert np.allclose(losses[0], losses[1], rtol=1e-3), losses
+        assert losses[1][-1] < losses[1][0]
+    finally:
+        for _, ds in corpus:
+            for d in ds:
+                d.features = None
+
+
+def test_stop_good_within_sets_where_stop_counts_as_a_good_answer(corpus, tmp_path):
+    """optim.stop_good_within: when the data is read, Stop is among the good answers exactly
+    where the recorded goal distance is within it (a Stop label stays the only answer)."""
+    from vlnav.train import _decisions_to_json, _read_expert
+
+    rng = np.random.default_rng(1)
+    data = copy.deepcopy(corpus)
+    for _, ds in data:
+        for d in ds:
+            d.distance = float(rng.uniform(0.5, 5.0))
+            near = d.distance <= 2.0 and d.label != STOP_LABEL
+            d.good = [d.label] + [STOP_LABEL] * near
+    path = tmp_path / "expert.jsonl"
+    path.write_text(
+        "".join(json.dumps(_decisions_to_json(i, k, ds)) + "\n" for k, (i, ds) in enumerate(data))
+    )
+    as_collected = _read_expert(path)
+    wider = _read_expert(path, stop_good_within=3.0)
+    moved = 0
+    for (_, a), (_, b) in zip(as_collected, wider, strict=True):
+        for x, y in zip(a, b, strict=True):
+            if x.label == STOP_LABEL:
+                assert y.good == x.good == [STOP_LABEL]
+                continue
+            assert (STOP_LABEL in y.good) == (y.distance <= 3.0)
+            assert [g for g in y.good if g != STOP_LABEL] == [g for g in x.good if g != STOP_LABEL]
+            moved += (STOP_LABEL in y.good) != (STOP_LABEL in x.good)
+    assert moved > 0
+    for _, ds in data:
+        for d in ds:
+            d.distance = None
+    path.write_text(json.dumps(_decisions_to_json(*data[0][:1], 0, data[0][1])) + "\n")
+    with pytest.raises(VlnavError, match="no goal distances for optim.stop_good_within"):
+        _read_expert(path, stop_good_within=3.0)

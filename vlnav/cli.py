@@ -76,7 +76,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
         prepare_data(cfg)
     agent, kwargs = args.agent, {}
     if args.policy:
+        from vlnav.policy.agent import resolve_device
+
+        resolve_device(args.device)  # a GPU torch does not see fails here, before any work
         agent, kwargs = "policy", {"checkpoint": args.policy, "dtype": args.dtype}
+        if args.device != "cpu":
+            kwargs["device"] = args.device
         if args.stop_bias is not None:
             kwargs["stop_bias"] = args.stop_bias
         if args.stop_gate is not None:
@@ -197,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["float32", "bfloat16"],
         help="with --policy: the policy's weights and activations (bfloat16 is faster on CPUs "
         "with AVX512-BF16 and on GPUs; decisions can differ slightly from float32)",
+    )
+    ev.add_argument(
+        "--device",
+        default="cpu",
+        help="with --policy: where the policy runs: cpu, cuda, cuda:N, or auto (a CUDA GPU "
+        "if torch sees one); the simulator and captions stay on the CPU",
     )
     ev.add_argument(
         "--stop-bias",

@@ -197,9 +197,12 @@ def run_identity(
     config: EnvConfig, agent: str, split: str, agent_kwargs: dict[str, Any]
 ) -> dict[str, Any]:
     """What produced an evaluation folder's records (``run.json``); not the worker count,
-    the batch size or the number of episodes, which do not change a record."""
+    the batch size, the number of episodes or the policy's device, which do not change a
+    record (beyond float noise)."""
     kw: dict[str, Any] = {}
     for k, v in sorted(agent_kwargs.items()):
+        if k == "device":
+            continue
         if k == "checkpoint":
             kw["checkpoint_digest"] = checkpoint_digest(v)
         elif isinstance(v, (str, int, float, bool, type(None))):

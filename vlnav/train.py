@@ -92,8 +92,20 @@ class OptimConfig:
     # (metres, geodesic) within which its target is "stop"
     stop_loss: float = 1.0
     stop_within: float = 2.5
+    # exponential moving average of the weights (decay per step; 0: off). The DAgger
+    # rollouts and the saved policy use the averaged weights, training goes on with the raw
+    # ones; saved with the training state, so a resumed run averages what an uninterrupted
+    # one does
+    ema: float = 0.0
+    # Stop counts as a good answer within this many metres (geodesic) of the goal, wherever
+    # the expert would still move on; null: as collected (success radius less 1 m, i.e. 2 m).
+    # Applied when the data is read, from each decision's recorded goal distance
+    stop_good_within: float | None = None
 
     def __post_init__(self) -> None:
+        check_range("ema", self.ema, 0.0, 0.9999)
+        if self.stop_good_within is not None:
+            check_range("stop_good_within", self.stop_good_within, 0.0, 100.0)
         check_range("stop_loss", self.stop_loss, 0.0, 100.0)
         check_range("stop_within", self.stop_within, 0.0, 100.0)
         check_choice("answers", self.answers, ("best", "good"))
@@ -211,21 +223,36 @@ def _json_to_decisions(item: dict[str, Any]) -> tuple[str, list]:
 
 
 def _read_expert(
-    path: Path, distances: bool = False, paraphrases: dict[str, list[str]] | None = None
+    path: Path,
+    distances: bool = False,
+    paraphrases: dict[str, list[str]] | None = None,
+    stop_good_within: float | None = None,
 ) -> list[tuple[str, list]]:
     """Expert data (imitation or a DAgger round); ``distances``: every decision must carry
     its goal distance (the stop head's target). ``paraphrases`` (episode id -> other
-    instructions): each adds a sequence over the same decisions."""
+    instructions): each adds a sequence over the same decisions. ``stop_good_within``: Stop
+    is a good answer exactly where the goal is within that many metres (or the expert
+    stops), instead of as collected."""
     corpus = []
     for r in read_jsonl(path):
         instr, ds = _json_to_decisions(r)
         corpus.append((instr, ds))
         corpus += [(alt, ds) for alt in (paraphrases or {}).get(str(r["episode_id"]), [])]
-    if distances and any(d.distance is None for _, ds in corpus for d in ds):
+    need = distances or stop_good_within is not None
+    if need and any(d.distance is None for _, ds in corpus for d in ds):
+        what = "policy.stop_head" if distances else "optim.stop_good_within"
         raise VlnavError(
-            f"{path} has no goal distances for policy.stop_head (collected by an older "
-            "vlnav): delete it to collect again"
+            f"{path} has no goal distances for {what} (collected by an older vlnav): delete "
+            "it to collect again"
         )
+    if stop_good_within is not None:
+        from vlnav.policy.prompt import STOP_LABEL
+
+        for d in {id(d): d for _, ds in corpus for d in ds}.values():
+            if d.label == STOP_LABEL or d.good is None:
+                continue
+            good = [g for g in d.good if g != STOP_LABEL]
+            d.good = good + [STOP_LABEL] * (d.distance <= stop_good_within)
     return corpus
 
 
@@ -236,6 +263,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 class Trainer:
+    _ema: _EMA | None = None  # set by run() when optim.ema > 0
+
     def __init__(self, cfg: TrainConfig, progress: bool = True, env: EnvConfig | None = None):
         self.cfg = cfg
         self.progress = progress
@@ -332,10 +361,12 @@ class Trainer:
             )
         with _main_process_first():
             para = self.paraphrases(data_dir, episodes)
-        corpus = _read_expert(data_dir / "expert.jsonl", cfg.policy.stop_head, para)
+        sgw = cfg.optim.stop_good_within
+        corpus = _read_expert(data_dir / "expert.jsonl", cfg.policy.stop_head, para, sgw)
         if cfg.data.imagined:
             corpus += load_imagined(cfg.data.imagined)
         policy = self._policy(corpus)
+        self._ema = _EMA(policy, cfg.optim.ema) if cfg.optim.ema > 0 else None
         stages = [("imitation", cfg.optim.steps, None)]
         for r in range(1, cfg.dagger.rounds + 1):
             stages.append((f"dagger{r}", cfg.dagger.steps, r))
@@ -346,12 +377,15 @@ class Trainer:
                 beta = cfg.dagger.beta / (2 ** (rnd - 1))
                 sub = _subset(episodes, cfg.dagger.episodes, cfg.seed + rnd)
                 policy.eval()
+                roll = self._ema.averaged(policy) if self._ema else policy
                 with _main_process_first():
-                    self.collect(path, sub, self._mixture(policy, beta), desc=f"dagger {rnd}")
-                corpus += _read_expert(path, cfg.policy.stop_head, para)
+                    self.collect(path, sub, self._mixture(roll, beta), desc=f"dagger {rnd}")
+                corpus += _read_expert(path, cfg.policy.stop_head, para, sgw)
             self._train(policy, corpus, name, step0, step0 + steps)
             step0 += steps
         final = self.out / "policy"
+        if self._ema is not None:
+            policy = self._ema.averaged(policy)
         with _main_process_first() as main:
             if main:
                 policy.save(final, extra=self._meta())
@@ -493,7 +527,15 @@ class Trainer:
         )
         total = cfg.optim.steps + cfg.dagger.rounds * cfg.dagger.steps
         step = start
+        ema = self._ema
         saved = _load_state(state_dir)
+        if saved is not None and ema is not None and saved["step"] >= start:
+            if "ema" not in saved:
+                raise ConfigError(
+                    f"{state_dir} was saved without optim.ema: train into another out folder, "
+                    f"or delete {state_dir} to restart the training"
+                )
+            ema.load_state_dict(saved["ema"])
         if saved is not None and saved["step"] >= end:
             policy.load_state_dict(saved["model"])
             return  # this stage finished before a restart
@@ -574,6 +616,8 @@ class Trainer:
             if cfg.optim.grad_clip:
                 acc.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
             opt.step()
+            if ema is not None:
+                ema.update(policy)
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum:.3f}", acc=f"{acc_sum:.2f}", refresh=False)
@@ -585,7 +629,7 @@ class Trainer:
                 writer.add_scalar("train/tokens_per_s", tokens / max(dt, 1e-9), step)
                 tokens, t_log = 0, time.time()
             if (step % cfg.checkpoint_every == 0 or step == end) and acc.is_main_process:
-                _save_state(state_dir, acc.unwrap_model(model), opt, step)
+                _save_state(state_dir, acc.unwrap_model(model), opt, step, ema)
         bar.close()
         if writer is not None:
             writer.close()
@@ -706,12 +750,59 @@ def _subset(episodes: list, n: int, seed: int) -> list:
     return [episodes[i] for i in sorted(idx)]
 
 
-def _save_state(folder: Path, model, opt, step: int) -> None:
+class _EMA:
+    """An exponential moving average of a model's floating-point weights (float32 copies).
+
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after n updates, so the first
+    steps' weights (far from the end ones) fade fast."""
+
+    def __init__(self, model, decay: float) -> None:
+        self.decay, self.updates = float(decay), 0
+        self.shadow = {
+            k: v.detach().float().clone()
+            for k, v in model.state_dict().items()
+            if v.is_floating_point()
+        }
+
+    def update(self, model) -> None:
+        import torch
+
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                if k in self.shadow:
+                    if self.shadow[k].device != v.device:  # the model moved (to a GPU)
+                        self.shadow[k] = self.shadow[k].to(v.device)
+                    self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1.0 - d)
+
+    def averaged(self, model):
+        """A copy of ``model`` holding the averaged weights (``model`` is left as it is)."""
+        import copy
+
+        out = copy.deepcopy(model)
+        state = out.state_dict()
+        for k, v in self.shadow.items():
+            state[k].copy_(v.to(state[k].dtype))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = int(state["updates"])
+        self.shadow = {k: v.float().clone() for k, v in state["shadow"].items()}
+
+
+def _save_state(folder: Path, model, opt, step: int, ema: _EMA | None = None) -> None:
     import torch
 
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / "state.pt.tmp"
-    torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step}, tmp)
+    state = {"model": model.state_dict(), "optim": opt.state_dict(), "step": step}
+    if ema is not None:
+        state["ema"] = ema.state_dict()
+    torch.save(state, tmp)
     os.replace(tmp, folder / "state.pt")
 
 

@@ -228,6 +228,27 @@ class DecisionAgent:
         return a
 
 
+def resolve_device(device: str) -> str:
+    """``auto``: the first CUDA GPU if torch sees one, else the CPU; ``cpu``, ``cuda`` and
+    ``cuda:N`` as they are (a GPU torch does not see is a one-line error)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    import re
+
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        raise VlnavError(f"device {device!r}: expected auto, cpu, cuda or cuda:N")
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    k = int(device[5:]) if ":" in device else 0
+    if k >= n:
+        raise VlnavError(
+            f"device {device!r}: torch sees {n} CUDA GPU(s)"
+            + ("" if n else " (a CPU-only torch build, or no GPU on this machine)")
+        )
+    return device
+
+
 class PolicyAgent(DecisionAgent):
     """The trained small-LM policy, loaded from a checkpoint folder."""
 
@@ -242,6 +263,7 @@ class PolicyAgent(DecisionAgent):
         dtype: str = "float32",
         stop_bias: float | None = None,
         stop_gate: float | None = None,
+        device: str = "cpu",
         **kw: Any,
     ) -> None:
         torch.set_num_threads(threads or 1)  # incremental forwards are small
@@ -259,7 +281,7 @@ class PolicyAgent(DecisionAgent):
         if dtype not in ("float32", "bfloat16"):
             raise VlnavError(f"dtype {dtype!r}: expected float32 or bfloat16")
         # bfloat16 halves the decision time on CPUs with AVX512-BF16 / AMX, and on GPUs
-        self.policy.to(getattr(torch, dtype))
+        self.policy.to(device=resolve_device(device), dtype=getattr(torch, dtype))
         self.meta = meta
         cap = meta.get("captioner", {"name": "semantic", "kwargs": {}})
         features = None

@@ -23,16 +23,21 @@ class BatchDecider:
     """Decisions for ``n`` episodes at once (episodes keep their slot until ``reset``).
 
     Llama-architecture LMs take the packed path (``vlnav.policy.packed``: no compute spent
-    on padding) unless ``packed=False``; other models the model's own forward."""
+    on padding) unless ``packed=False``; other models the model's own forward. By default
+    (``packed=None``) the packed path is taken on the CPU only: on a GPU its per-episode
+    attention calls cost more than the padding they save (README, Performance)."""
 
-    def __init__(self, policy: NavPolicy, n: int, packed: bool = True) -> None:
+    def __init__(self, policy: NavPolicy, n: int, packed: bool | None = None) -> None:
         from vlnav.policy import packed as fast
 
         self.policy = policy
         self.n = n
+        self.device = next(policy.parameters()).device  # a GPU's too
+        if packed is None:
+            packed = self.device.type == "cpu"
         self.fast = fast.PackedLlama(policy.lm, n) if packed and fast.supports(policy.lm) else None
         self.past: Any = None
-        self.mask = torch.zeros((n, 0), dtype=torch.long)  # (n, cache length)
+        self.mask = torch.zeros((n, 0), dtype=torch.long, device=self.device)  # (n, cache)
         self.pos = [0] * n
         self.pending: list[list[int]] = [[] for _ in range(n)]
         self.marks: list[dict[str, str] | None] = [None] * n
@@ -81,6 +86,9 @@ class BatchDecider:
             for s in slots:
                 if decisions[s].features is not None:
                     feats[s, 0] = torch.as_tensor(np.asarray(decisions[s].features, np.float32))
+            feats = feats.to(self.device)
+        dev = self.device  # built on the CPU, moved once
+        ids, vw, new_mask, pos = ids.to(dev), vw.to(dev), new_mask.to(dev), pos.to(dev)
         if self.fast is not None:
             emb = pol.embed(ids, vw, torch.zeros_like(ids), feats)
             hidden = self.fast.forward(emb, new_mask, pos)
@@ -89,12 +97,18 @@ class BatchDecider:
             hidden, self.past = pol.step_logits(
                 ids, vw, torch.zeros_like(ids), feats, self.mask, pos, self.past
             )
+        # every slot's answer slot and label positions, scored in one call (one transfer)
+        rows = torch.tensor(slots, device=dev)
+        last = torch.tensor([len(segs[s]) - 1 for s in slots], device=dev)
+        at = torch.tensor([labs[s] for s in slots], device=dev)  # (S, 13)
+        avail = torch.tensor([avails[s] for s in slots], device=dev)
+        scores = pol.label_logprobs(hidden[rows, last], hidden[rows[:, None], at], avail)
+        scores = scores.cpu().numpy()
         out = {}
-        for s in slots:
+        for i, s in enumerate(slots):
             k = len(segs[s])
             self.pos[s] += k
-            h, h_lab = hidden[s, k - 1], hidden[s, labs[s]]
-            logp = pol.label_logprobs(h, h_lab, torch.tensor(avails[s])).numpy()
+            logp = scores[i]
             j = int(np.argmax(logp))
             label = STOP_LABEL if j == len(LABELS) else LABELS[j]
             self.pending[s] = [int(pol.label_ids[pol.label_index(label)])]

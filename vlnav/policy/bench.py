@@ -19,20 +19,38 @@ from typing import Any
 import numpy as np
 
 
-def matmul_peak(seconds: float = 2.0, n: int = 1024) -> float:
-    """Measured fp32 matmul FLOP/s of this process (torch, its current thread count)."""
+def matmul_peak(seconds: float = 2.0, n: int = 1024, device: str = "cpu", dtype=None) -> float:
+    """Measured matmul FLOP/s of this process (torch, its current thread count; on a GPU,
+    ``n`` = 4096), float32 unless ``dtype`` says otherwise."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    dtype = dtype or torch.float32
+    if device != "cpu":
+        n = max(n, 4096)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
+    _sync(device)
     k, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         a @ b
         k += 1
+        if device != "cpu" and k % 10 == 0:
+            _sync(device)
+    _sync(device)
     return 2 * n**3 * k / (time.perf_counter() - t0)
 
 
-def training_throughput(policy: Any, items: list, steps: int = 10, batch: int = 8) -> dict:
+def _sync(device: str) -> None:
+    if device != "cpu":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def training_throughput(
+    policy: Any, items: list, steps: int = 10, batch: int = 8, device: str = "cpu"
+) -> dict:
     import torch
 
     from vlnav.policy.model import collate
@@ -48,13 +66,14 @@ def training_throughput(policy: Any, items: list, steps: int = 10, batch: int = 
         opt.zero_grad()
         for i in idx:
             b = collate([items[i]], policy.tokenizer.pad_token_id)
-            loss, _ = policy(b)
+            loss, _ = policy({k: v.to(device) for k, v in b.items()})
             loss.backward()
             t = len(items[i]["input_ids"])
             tokens += t
             # causal attention: QK^T and AV, forward + backward (x3), half the T x T matrix
             attn_flops += 3 * 2 * 2 * cfg.num_hidden_layers * t * t * cfg.hidden_size / 2
         opt.step()
+    _sync(device)
     dt = time.perf_counter() - t0
     n_params = sum(p.numel() for p in policy.parameters())
     flops = 6 * n_params * tokens + attn_flops
@@ -118,8 +137,17 @@ def run(
     out: str | None = None,
     batch: int = 32,
     dtype: str = "float32",
+    device: str = "cpu",
 ) -> dict[str, Any]:
+    """All the figures; ``device`` ("cuda"): the policy's on a GPU (training, decisions at
+    batch 1, 32 and 256, and the evaluation's policy calls), MFU against the GPU's measured
+    float32 matmul rate."""
     import torch
+
+    from vlnav.policy.agent import resolve_device
+
+    device = resolve_device(device)
+    gpu = device != "cpu"
 
     from vlnav.config import EnvConfig, load_config
     from vlnav.policy.model import NavPolicy
@@ -130,22 +158,33 @@ def run(
     from vlnav.bench import machine
 
     res["machine"] = machine()
+    res["device"] = device
+    if gpu:
+        res["gpu"] = torch.cuda.get_device_name(device)
     policy, meta = NavPolicy.load(checkpoint)
+    policy.to(device)
     corpus = [_json_to_decisions(r) for r in read_jsonl(Path(run_dir) / "data" / "expert.jsonl")]
     corpus = [c for c in corpus if c[1]][:64]
     items = [policy.episode_tensors(i, d) for i, d in corpus]
-    res["matmul_peak_flops_1_thread"] = matmul_peak()
-    res.update(training_throughput(policy, items))
-    res["mfu"] = res["train_flops_per_s"] / res["matmul_peak_flops_1_thread"]
+    peak_key = "matmul_peak_flops_gpu_fp32" if gpu else "matmul_peak_flops_1_thread"
+    res[peak_key] = matmul_peak(device=device)
+    if gpu:
+        res["matmul_peak_flops_gpu_bf16"] = matmul_peak(device=device, dtype=torch.bfloat16)
+    training_throughput(policy, items, steps=2, device=device)  # warm-up (kernels, caches)
+    res.update(training_throughput(policy, items, device=device))
+    res["mfu"] = res["train_flops_per_s"] / res[peak_key]
     print(
         f"training: {res['tokens_per_s']:,.0f} tokens/s, MFU {100 * res['mfu']:.1f}% "
-        f"of {res['matmul_peak_flops_1_thread'] / 1e9:.0f} GFLOP/s (1 thread)"
+        f"of {res[peak_key] / 1e9:,.0f} GFLOP/s ({res.get('gpu', '1 thread')})"
     )
     cores = os.cpu_count() or 1
+    runs = ((1, True, 1), (32, False, 1), (32, True, 1), (32, True, cores))
+    if gpu:  # threads do not matter there; larger batches do
+        runs = ((1, True, 1), (32, False, 1), (32, True, 1), (256, False, 1), (256, True, 1))
     for dt in ("float32", "bfloat16"):
         policy.to(getattr(torch, dt))
         sfx = "" if dt == "float32" else "_bf16"
-        for b, packed, threads in ((1, True, 1), (32, False, 1), (32, True, 1), (32, True, cores)):
+        for b, packed, threads in runs:
             if threads != 1 and cores == 1:
                 continue
             torch.set_num_threads(threads)
@@ -191,7 +230,7 @@ def run(
             eval_episodes,
             workers,
             Path(data_dir) / "eval",
-            agent_kwargs={"checkpoint": checkpoint, "dtype": dtype},
+            agent_kwargs={"checkpoint": checkpoint, "dtype": dtype, "device": device},
             progress=True,
             batch=batch,
         )
@@ -199,6 +238,7 @@ def run(
         res["eval_workers"] = workers
         res["eval_batch"] = batch
         res["eval_dtype"] = dtype
+        res["eval_device"] = device
         res["eval_wall_s"] = time.perf_counter() - t0
         res["eval_metrics"] = ev.metrics
         print(

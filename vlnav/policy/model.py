@@ -143,8 +143,12 @@ class NavPolicy(nn.Module):
         self.lm = lm
         self.tokenizer = tokenizer
         self.config = config
-        self.label_ids = torch.tensor(
-            tokenizer.convert_tokens_to_ids([*LABELS, STOP_LABEL]), dtype=torch.long
+        # a buffer, so that .to(device) moves it with the weights (not saved: the tokenizer
+        # gives it)
+        self.register_buffer(
+            "label_ids",
+            torch.tensor(tokenizer.convert_tokens_to_ids([*LABELS, STOP_LABEL]), dtype=torch.long),
+            persistent=False,
         )
         self.img_id = tokenizer.convert_tokens_to_ids(IMG_TOKEN)
         emb = lm.get_input_embeddings().embedding_dim
@@ -338,7 +342,8 @@ class NavPolicy(nn.Module):
             return emb
         # feats: (B, S, 12, F) -> projected (B, S, 12, E)
         pf = self.proj(feats.to(self.proj.weight.dtype))
-        b_idx = torch.arange(input_ids.shape[0])[:, None].expand_as(input_ids)
+        b_idx = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None]
+        b_idx = b_idx.expand_as(input_ids)
         on = (views >= 0) & (steps >= 0)
         gathered = pf[b_idx[on], steps[on], views[on]]  # (N, E)
         if self.config.fusion == "add":

@@ -266,7 +266,12 @@ def _create_context() -> Any:
     # simulators scale by worker processes, which threads per process would oversubscribe.
     os.environ.setdefault("LP_NUM_THREADS", "0")
     try:
-        return moderngl.create_standalone_context(backend="egl", require=330)
+        try:
+            return moderngl.create_standalone_context(backend="egl", require=330)
+        except Exception:  # no unversioned libGL.so / libEGL.so (they come with -dev packages)
+            return moderngl.create_standalone_context(
+                backend="egl", require=330, libgl="libGL.so.1", libegl="libEGL.so.1"
+            )
     except Exception as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RendererError(
