@@ -49,12 +49,15 @@ def main() -> None:
     ap.add_argument("--env", default="envs/procedural.yaml")
     ap.add_argument("--split", default="val_unseen")
     ap.add_argument("--episodes", type=int, default=200)
+    ap.add_argument("--skip", type=int, default=0, help="start after this many episodes")
     ap.add_argument("--out", default="runs/policy_assisted.jsonl")
     ap.add_argument("--decisions", default=None, help="also write every decision here")
     args = ap.parse_args()
     torch.set_num_threads(1)
     env = load_config(EnvConfig, args.env)
-    eps = load_episodes(env.episodes_path(args.split)).episodes[: args.episodes]
+    eps = load_episodes(env.episodes_path(args.split)).episodes[
+        args.skip : args.skip + args.episodes
+    ]
     sim = make_simulator("builtin", env)
     agent = PolicyAgent(args.checkpoint, record=True)  # record: the expert judges each one
     mode, _, arg = args.mode.partition(":")

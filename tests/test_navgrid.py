@@ -87,3 +87,25 @@ def test_distance_from_a_pocket_the_grid_does_not_connect():
     d = grid.geodesic_distance(pocket, goal)
     near = grid.geodesic_distance([0.7, 0.0, 11.7], goal)
     assert np.isfinite(d) and abs(d - near) < 0.6
+
+
+def test_memoised_descent_and_sight_give_the_paths_of_a_fresh_grid(two_room_spec):
+    """Paths and distances do not depend on what the grid has answered before: each query on
+    a grid warmed by many others (its descent steps and line-of-sight answers memoised)
+    equals the same query on a fresh grid, including a path followed point by point."""
+    warm = NavGrid.from_spec(two_room_spec)
+    rng = np.random.default_rng(0)
+    free = np.argwhere(warm.free)
+    pts = [warm._cell_f_to_world(tuple(map(float, free[k]))) for k in rng.choice(len(free), 12)]
+    pts = [[p[0] + 0.01, p[1], p[2] - 0.02] for p in pts]  # off the cell centres
+    queries = [(a, b) for a in pts for b in pts[:4] if a is not b]
+    for a, b in queries:  # warm up: paths to the same goals from everywhere
+        warm.geodesic_distance(a, b)
+    a, b = queries[0]
+    walk = warm.shortest_path(a, b)
+    along = [list(np.add(walk[0], t * np.subtract(walk[1], walk[0]))) for t in (0.2, 0.5, 0.8)]
+    for a, b in queries + [(p, b) for p in along]:
+        cold = NavGrid.from_spec(two_room_spec)
+        assert warm.shortest_path(a, b) == cold.shortest_path(a, b)
+        assert warm.geodesic_distance(a, b) == cold.geodesic_distance(a, b)
+    assert warm._steps and warm._sight  # the memos were used

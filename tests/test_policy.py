@@ -576,15 +576,18 @@ def _weights(ck):
 
 
 @pytest.mark.slow
-def test_training_killed_and_resumed_ends_at_the_same_weights(tmp_path):
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_training_killed_and_resumed_ends_at_the_same_weights(tmp_path, ema):
+    """Also with a weight average (optim.ema), which the training state carries."""
     data = tmp_path / "data"
+    extra = ("--set", f"optim.ema={ema}")
     full = subprocess.run(
-        _train_cmd(data, tmp_path / "full"), cwd=ROOT, capture_output=True, text=True
+        _train_cmd(data, tmp_path / "full", *extra), cwd=ROOT, capture_output=True, text=True
     )
     assert full.returncode == 0, full.stderr[-2000:]
     # the same run, killed once it has checkpointed a few imitation steps, then restarted
     proc = subprocess.Popen(
-        _train_cmd(data, tmp_path / "cut"),
+        _train_cmd(data, tmp_path / "cut", *extra),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -600,7 +603,7 @@ def test_training_killed_and_resumed_ends_at_the_same_weights(tmp_path):
     step = torch.load(state, weights_only=False)["step"]
     assert 3 <= step < 12, "the kill should land mid-run"
     resumed = subprocess.run(
-        _train_cmd(data, tmp_path / "cut"), cwd=ROOT, capture_output=True, text=True
+        _train_cmd(data, tmp_path / "cut", *extra), cwd=ROOT, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a, b = _weights(tmp_path / "full" / "policy"), _weights(tmp_path / "cut" / "policy")
@@ -609,6 +612,12 @@ def test_training_killed_and_resumed_ends_at_the_same_weights(tmp_path):
         assert torch.allclose(a[k], b[k], atol=1e-5), k
     cfg = json.loads((tmp_path / "cut" / "policy" / "policy.json").read_text())
     assert cfg["kind"] == "vlnav-policy"
+    if ema:  # the saved policy is the average, not the last step's weights
+        last = torch.load(state, weights_only=False)
+        k = "lm.model.embed_tokens.weight"
+        assert last["ema"]["updates"] == last["step"]
+        assert torch.allclose(b["model.embed_tokens.weight"], last["ema"]["shadow"][k])
+        assert not torch.allclose(b["model.embed_tokens.weight"], last["model"][k])
 
 
 @pytest.mark.slow
@@ -1022,6 +1031,12 @@ def test_stop_gate_takes_stop_away_where_the_final_landmark_is_not_around(corpus
     assert stop_allowed(wrong, room_goal, 3.0)  # the final landmark is the room it is in
     assert not stop_allowed(obs_at("hallway", []), room_goal, 3.0)
     assert stop_allowed(far, None, 3.0) and stop_allowed(obs_at("hallway", [], 0), marks, 3.0)
+    # named with a colour first, then without: the final landmark is any object of its kind
+    again = landmark_marks("Walk past the white fridge, then stop at the fridge.")
+    assert stop_allowed(obs_at("kitchen", [("fridge", "white", 1.0)]), again, 2.0)
+    assert stop_allowed(wrong, again, 2.0)
+    first = landmark_marks("Walk past the fridge, then stop by the white fridge.")
+    assert not stop_allowed(wrong, first, 2.0)  # only the white one is the final landmark
     with pytest.raises(ConfigError, match="stop_gate"):
         PolicyConfig(stop_gate=-1.0)
 

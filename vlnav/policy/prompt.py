@@ -157,9 +157,14 @@ def final_landmark_near(obs: TextObservation, marks: dict[str, str] | None, with
     """Does some view show an object marked as the instruction's final landmark (its
     category, and colour when the instruction gives one) within ``within`` metres?"""
     caps = [c.caption for c in obs.candidates if c.caption.room]
-    return bool(marks) and any(
-        _mark(marks, m.category, m.colour) == ["lmlast"] for m in _near(caps, within)
-    )
+    return bool(marks) and any(_is_final(marks, m) for m in _near(caps, within))
+
+
+def _is_final(marks: dict[str, str], m) -> bool:
+    """Is this object the instruction's final landmark? Its category and colour, or its
+    category alone when the instruction's last mention gives no colour ("past the white
+    coffee table ... stop at the coffee table": any coffee table)."""
+    return "lmlast" in (marks.get(f"{m.colour} {m.category}"), marks.get(m.category))
 
 
 def candidate_line(

@@ -11,6 +11,7 @@ with exact line-of-sight tests against the grid, so its length is the taut path 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -107,6 +108,11 @@ class NavGrid:
         self.floor_y = float(floor_y)
         self._fields: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
+        # memoised steepest-descent steps per cached field (field key -> {cell: next cell}),
+        # and line-of-sight answers: a path followed step by step, or many paths to one
+        # goal, descend through the same cells and test the same segments
+        self._steps: dict[int, dict[tuple[int, int], tuple[int, int] | None]] = {}
+        self._sight: dict[tuple[tuple[float, float], tuple[float, float]], bool] = {}
         self._graph = self._build_graph()
         # connected components let unreachable queries answer inf without a search
         self.components, _ = ndimage.label(free, structure=np.ones((3, 3)))
@@ -260,7 +266,8 @@ class NavGrid:
         field = d.reshape(self.free.shape)
         self._fields[key] = field
         if len(self._fields) > self._cache_size:
-            self._fields.popitem(last=False)
+            old, _ = self._fields.popitem(last=False)
+            self._steps.pop(old, None)
         return field
 
     def _require_cell(self, p: Sequence[float], what: str) -> tuple[int, int]:
@@ -277,13 +284,25 @@ class NavGrid:
         i, j = self._require_cell(a, "point")
         return float(self.distance_field(goal)[i, j])
 
-    def _descend(self, start: tuple[int, int], field: np.ndarray) -> list[tuple[int, int]]:
-        """Cells from start to the field's source, following the steepest descent."""
+    def _descend(
+        self, start: tuple[int, int], field: np.ndarray, key: int | None = None
+    ) -> list[tuple[int, int]]:
+        """Cells from start to the field's source, following the steepest descent (each
+        cell's step memoised under the field's ``key``, when given)."""
         path = [start]
         i, j = start
         nz, nx = field.shape
+        steps = self._steps.setdefault(key, {}) if key is not None else {}
         for _ in range(nz * nx):
+            if (i, j) in steps:
+                nxt = steps[(i, j)]
+                if nxt is None:
+                    break
+                i, j = nxt
+                path.append(nxt)
+                continue
             if field[i, j] == 0.0:
+                steps[(i, j)] = None
                 break
             best, bi, bj = field[i, j], i, j
             for k, (di, dj) in enumerate(_OFFSETS):
@@ -295,16 +314,27 @@ class NavGrid:
                 if v < best and abs(v + math.hypot(di, dj) * self.cell - field[i, j]) < 1e-6:
                     best, bi, bj = v, a, b
             if (bi, bj) == (i, j):
+                steps[(i, j)] = None
                 break
+            steps[(i, j)] = (bi, bj)
             i, j = bi, bj
             path.append((i, j))
         return path
 
     def line_of_sight(self, a: tuple[float, float], b: tuple[float, float]) -> bool:
-        """Whether the straight segment between two cell positions (i, j floats) stays free."""
+        """Whether the straight segment between two cell positions (i, j floats) stays free
+        (memoised)."""
+        hit = self._sight.get((a, b))
+        if hit is None:
+            if len(self._sight) >= 1_000_000:
+                self._sight.clear()
+            hit = self._sight[(a, b)] = self._line_of_sight(a, b)
+        return hit
+
+    def _line_of_sight(self, a: tuple[float, float], b: tuple[float, float]) -> bool:
         (ai, aj), (bi, bj) = a, b
         n = int(math.ceil(max(abs(bi - ai), abs(bj - aj)) * 3)) + 1
-        t = np.linspace(0.0, 1.0, n + 1)
+        t = _unit_steps(n)
         ii = np.floor(ai + 0.5 + t * (bi - ai)).astype(int)
         jj = np.floor(aj + 0.5 + t * (bj - aj)).astype(int)
         if ii.min() < 0 or jj.min() < 0:
@@ -322,7 +352,8 @@ class NavGrid:
         field = self.distance_field(b)
         if not np.isfinite(field[ai, aj]):
             raise ValueError(f"no path from {list(a)} to {list(b)}")
-        cells = self._descend((ai, aj), field)
+        gi, gj = self._require_cell(b, "goal")
+        cells = self._descend((ai, aj), field, gi * self.free.shape[1] + gj)
         # continuous end points in cell units (cell (i, j) has its centre at (i, j))
         pa = self._to_cell_f(a)
         pb = self._to_cell_f(b)
@@ -391,6 +422,14 @@ class NavGrid:
         off = np.hypot(ii + i0 - ai, jj + j0 - aj) * self.cell
         k = int(np.argmin(off + win[ii, jj]))
         return float(off[k] + win[ii[k], jj[k]])
+
+
+@functools.lru_cache(maxsize=4096)
+def _unit_steps(n: int) -> np.ndarray:
+    """``np.linspace(0, 1, n + 1)``, made once per n (read-only)."""
+    t = np.linspace(0.0, 1.0, n + 1)
+    t.flags.writeable = False
+    return t
 
 
 def path_length(points: Sequence[Sequence[float]]) -> float:
