@@ -44,6 +44,9 @@ rows = [
     ("default\nretrained\n(another\nhost)", 0.642, 0.421),
     ("+ the expert\nstops within\n2 m", 0.576, 0.380),
     ("retrained\ndefault,\nStop bias −1\n(eval)", 0.646, 0.450),
+    ("+ bias −1\nin DAgger\n+ weight\naverage", 0.640, 0.462),
+    ("+ objects\nbeyond two\n(more: 6;\nsession-11\ndefault)", 0.660, 0.484),
+    ("+ Stop good\n≤ 2.5 m", 0.634, 0.477),
 ]
 fig, ax = plt.subplots(figsize=(30, 4.8), dpi=110)
 x = range(len(rows))
