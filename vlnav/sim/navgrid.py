@@ -257,8 +257,14 @@ class NavGrid:
 
     def distance_field(self, goal: Sequence[float]) -> np.ndarray:
         """Grid geodesic distance (metres) from every cell to ``goal``; inf where unreachable."""
+        return self._field(self._goal_key(goal))
+
+    def _goal_key(self, goal: Sequence[float]) -> int:
         gi, gj = self._require_cell(goal, "goal")
-        key = gi * self.free.shape[1] + gj
+        return gi * self.free.shape[1] + gj
+
+    def _field(self, key: int) -> np.ndarray:
+        """The distance field to the cell ``key`` (cached, least recently used dropped)."""
         if key in self._fields:
             self._fields.move_to_end(key)
             return self._fields[key]
@@ -349,11 +355,11 @@ class NavGrid:
         Raises ValueError when b cannot be reached from a.
         """
         ai, aj = self._require_cell(a, "start")
-        field = self.distance_field(b)
+        key = self._goal_key(b)
+        field = self._field(key)
         if not np.isfinite(field[ai, aj]):
             raise ValueError(f"no path from {list(a)} to {list(b)}")
-        gi, gj = self._require_cell(b, "goal")
-        cells = self._descend((ai, aj), field, gi * self.free.shape[1] + gj)
+        cells = self._descend((ai, aj), field, key)
         # continuous end points in cell units (cell (i, j) has its centre at (i, j))
         pa = self._to_cell_f(a)
         pb = self._to_cell_f(b)
