@@ -173,11 +173,14 @@ def test_failure_in_one_request_stops_the_run_and_keeps_the_others(server, tmp_p
     server.push(("ok",), ("ok",), ("status", 500), ("status", 500))  # the 3rd fails for good
     with pytest.raises(SpeakerError):
         sp.generate(reqs)
-    assert len(cache) == 2  # the replies that arrived are kept
+    # the replies that arrived are kept: the first two, and the 4th when the one worker
+    # finished it before the failure was handled (a busy machine wakes the caller late)
+    kept = len(cache)
+    assert kept in (2, 3)
     n = len(server.requests)
     replies = sp.generate(reqs)  # a rerun asks only for the rest
-    assert len(replies) == 4 and len(server.requests) - n == 2
-    assert [r.cached for r in replies] == [True, True, False, False]
+    assert len(replies) == 4 and len(server.requests) - n == 4 - kept
+    assert [r.cached for r in replies] == [True, True, False, kept == 3]
 
 
 # ------------------------------------------------------------------------ the pipeline

@@ -89,23 +89,37 @@ def test_distance_from_a_pocket_the_grid_does_not_connect():
     assert np.isfinite(d) and abs(d - near) < 0.6
 
 
-def test_memoised_descent_and_sight_give_the_paths_of_a_fresh_grid(two_room_spec):
-    """Paths and distances do not depend on what the grid has answered before: each query on
-    a grid warmed by many others (its descent steps and line-of-sight answers memoised)
-    equals the same query on a fresh grid, including a path followed point by point."""
-    warm = NavGrid.from_spec(two_room_spec)
+def test_compiled_kernels_give_the_interpreted_paths(two_room_spec, monkeypatch):
+    """The numba-compiled descent, line of sight and string pulling answer exactly as the
+    same functions interpreted by Python (what runs where numba is missing), including a
+    path followed point by point and queries on a grid that has answered many others."""
+    from vlnav.sim import navgrid
+
+    grid = NavGrid.from_spec(two_room_spec)
     rng = np.random.default_rng(0)
-    free = np.argwhere(warm.free)
-    pts = [warm._cell_f_to_world(tuple(map(float, free[k]))) for k in rng.choice(len(free), 12)]
+    free = np.argwhere(grid.free)
+    pts = [grid._cell_f_to_world(tuple(map(float, free[k]))) for k in rng.choice(len(free), 12)]
     pts = [[p[0] + 0.01, p[1], p[2] - 0.02] for p in pts]  # off the cell centres
     queries = [(a, b) for a in pts for b in pts[:4] if a is not b]
-    for a, b in queries:  # warm up: paths to the same goals from everywhere
-        warm.geodesic_distance(a, b)
-    a, b = queries[0]
-    walk = warm.shortest_path(a, b)
+    walk = grid.shortest_path(*queries[0])
     along = [list(np.add(walk[0], t * np.subtract(walk[1], walk[0]))) for t in (0.2, 0.5, 0.8)]
-    for a, b in queries + [(p, b) for p in along]:
-        cold = NavGrid.from_spec(two_room_spec)
-        assert warm.shortest_path(a, b) == cold.shortest_path(a, b)
-        assert warm.geodesic_distance(a, b) == cold.geodesic_distance(a, b)
-    assert warm._steps and warm._sight  # the memos were used
+    queries += [(p, queries[0][1]) for p in along]
+    compiled = [(grid.shortest_path(a, b), grid.geodesic_distance(a, b)) for a, b in queries]
+    assert any(len(path) > 2 for path, _ in compiled)  # some paths turn corners
+    for name in ("_descend", "_line_of_sight", "_taut_path"):
+        fn = getattr(navgrid, name)
+        monkeypatch.setattr(navgrid, name, getattr(fn, "py_func", fn))
+    cold = NavGrid.from_spec(two_room_spec)
+    assert [(cold.shortest_path(a, b), cold.geodesic_distance(a, b)) for a, b in queries] == (
+        compiled
+    )
+
+
+def test_distance_fields_are_the_undirected_graphs(two_room_spec):
+    from scipy.sparse.csgraph import dijkstra
+
+    grid = NavGrid.from_spec(two_room_spec)
+    key = grid._goal_key(grid._cell_f_to_world((40.0, 40.0)))
+    undirected = dijkstra(grid._graph, directed=False, indices=key).reshape(grid.free.shape)
+    assert np.array_equal(grid._field(key), undirected)
+    assert np.isfinite(undirected).sum() > 1000

@@ -1008,6 +1008,42 @@ def test_progress_words_name_the_landmarks_reached_so_far(corpus):
     _assert_three_paths_agree(pol, instr, ds, item, slot=0)
 
 
+def test_start_turn_marks_the_views_of_the_instructions_opening_turn(corpus):
+    """``policy.start_turn``: at the first decision only, each candidate in the direction of
+    the instruction's opening turn ends with ``turn``; an instruction that does not open
+    with a turn marks nothing; training, the KV-cache context and the batched decider agree."""
+    from vlnav.policy.prompt import start_turn, start_turn_views
+
+    assert start_turn("Make a right and exit the kitchen, then stop.") == "right"
+    assert start_turn("Turn to your left, then walk out of the bedroom.") == "left"
+    assert start_turn("Spin around and leave the washroom.") == "around"
+    assert start_turn("Turn to face the other way and walk past the sofa.") == "around"
+    # the first clause is not a turn: a later "turn left" says nothing of the start
+    assert start_turn("Walk out of the bedroom and turn left at the sofa.") is None
+    assert start_turn("At the wardrobe, turn right.") is None
+    assert start_turn_views("left") == {1, 2, 3, 4, 5} and start_turn_views(None) == set()
+    with pytest.raises(ConfigError, match="start_turn"):
+        PolicyConfig(prompt="compact", start_turn=True)
+
+    views = [0, 3, 6, 9]  # ahead, 90 degrees left, back, 90 degrees right
+    a = _room_obs("kitchen", [("fridge", "white", 2.0)], x=0, views=views)
+    b = _room_obs("hallway", [("sofa", "red", 2.0)], x=2, views=views)
+    instr = "Make a right and walk past the red sofa, then turn left by the white fridge."
+    ds = [Decision(a, LABELS[9]), Decision(b, LABELS[3]), Decision(b, STOP_LABEL)]
+    corpus = [(instr, ds), *corpus]
+    pol = tiny_policy(corpus, prompt="matched", start_turn=True)
+    item = pol.episode_tensors(instr, ds)
+    steps = pol.tokenizer.decode(item["input_ids"]).split("<step>")[1:]
+    assert [x.count(" turn ") for x in steps] == [1, 0, 0]
+    assert "turn <J>" in steps[0]  # 90 degrees right, and no other view
+    plain = tiny_policy(corpus, prompt="matched").episode_tensors(instr, ds)
+    assert len(item["input_ids"]) == len(plain["input_ids"]) + 1
+    opening = "Walk out of the kitchen, then make a right and stop by the white fridge."
+    item = pol.episode_tensors(opening, ds)
+    assert " turn " not in pol.tokenizer.decode(item["input_ids"]).split("<ans>")[0]
+    _assert_three_paths_agree(pol, instr, ds, pol.episode_tensors(instr, ds), slot=0)
+
+
 def test_stop_gate_takes_stop_away_where_the_final_landmark_is_not_around(corpus, tmp_path):
     """``policy.stop_gate``: when deciding (KV-cache context and batched decider alike), Stop
     is unavailable unless the instruction's final landmark is around the agent (an object of

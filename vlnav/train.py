@@ -846,7 +846,7 @@ def _asset_words() -> list[str]:
     from vlnav.policy.prompt import mark_words
 
     out.update(mark_words())  # the matched prompt's landmark marks
-    out.update(["stop", "here", "visited", "passed", "none"])  # Stop's line; visited; progress
+    out.update(["stop", "here", "visited", "passed", "none", "turn"])  # Stop; marks; progress
     return sorted(out)
 
 

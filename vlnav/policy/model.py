@@ -29,12 +29,15 @@ from vlnav.policy.prompt import (
     MARKED,
     PROMPT_STYLES,
     SPECIAL,
+    START_TURN_KEY,
     STOP_LABEL,
     Decision,
     candidate_line,
     header_text,
     landmark_marks,
     progress_words,
+    start_turn,
+    start_turn_views,
     stop_allowed,
     stop_line,
     visited_views,
@@ -85,6 +88,11 @@ class PolicyConfig:
     # in; ``prompt.stop_allowed``). A lost policy otherwise stops where nothing matches the
     # instruction's goal (0: off)
     stop_gate: float = 0.0
+    # at the first decision, end each candidate line in the direction of the instruction's
+    # opening turn ("Turn right and ...", "Spin around ...") with the word ``turn``
+    # (``prompt.start_turn``): the one decision where the instruction's left and right are
+    # the agent's starting heading's, and the only one of its kind per episode to learn from
+    start_turn: bool = False
 
     def __post_init__(self) -> None:
         check_range("layers", self.layers, 1, 64)
@@ -103,6 +111,8 @@ class PolicyConfig:
         check_range("stop_gate", self.stop_gate, 0.0, 100.0)
         if self.progress and self.prompt not in MARKED:
             raise_cfg(f"policy.progress needs a marked prompt {MARKED}, not '{self.prompt}'")
+        if self.start_turn and self.prompt not in MARKED:
+            raise_cfg(f"policy.start_turn needs a marked prompt {MARKED}, not '{self.prompt}'")
 
 
 def raise_cfg(msg: str) -> None:
@@ -227,7 +237,13 @@ class NavPolicy(nn.Module):
         """The landmark marks of ``instruction`` for the marked prompts (``matched``,
         ``here``), else None."""
         wanted = self.config.prompt in MARKED or self.config.stop_gate > 0
-        return landmark_marks(instruction) if wanted else None
+        if not wanted:
+            return None
+        marks = landmark_marks(instruction)
+        turn = start_turn(instruction) if self.config.start_turn else None
+        if turn:
+            marks[START_TURN_KEY] = turn
+        return marks
 
     def decision_avail(
         self, decision: Decision, marks: dict[str, str] | None, avail: list[bool]
@@ -253,6 +269,7 @@ class NavPolicy(nn.Module):
         """As ``encode_step``, plus each label's token offset in the segment (-1: absent)."""
         obs = decision.obs
         seen = visited_views(obs, [o.position for o in earlier], self.config.visited)
+        turned = start_turn_views((marks or {}).get(START_TURN_KEY)) if not earlier else set()
         labpos = [-1] * (len(LABELS) + 1)
         # candidate lines are encoded one by one to know which view each token belongs to
         head = ["<step>"]
@@ -261,7 +278,8 @@ class NavPolicy(nn.Module):
         ids = self.encode(" ".join(head))
         views = [-1] * len(ids)
         for c in obs.candidates:
-            piece = self.encode(candidate_line(c, self.config.prompt, marks, c.index in seen))
+            line = candidate_line(c, self.config.prompt, marks, c.index in seen, c.index in turned)
+            piece = self.encode(line)
             if self.config.fusion == "prefix":
                 piece = [self.img_id, *piece]
             ids += piece

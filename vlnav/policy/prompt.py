@@ -73,6 +73,36 @@ def landmark_marks(instruction: str) -> dict[str, str]:
     return marks
 
 
+START_TURN_KEY = "<start turn>"  # in a marks dict: the instruction's opening turn
+# "turn right and ...", "face left", "make a left", "spin around", "turn to face the other
+# way": a turn verb, then left / right / around in the instruction's first clause
+_OPENING = re.compile(r"^\s*(?:turn|face|make|spin)\b")
+_CLAUSE_END = re.compile(r"[,.;!]| and | then ")
+_TURN_WORD = re.compile(r"\b(left|right|around|other way|u-turn)\b")
+# the views (30 * k degrees to the left) that agree with each opening turn: the speakers
+# call a start heading change of 40 to 140 degrees a turn and more than 140 a turn around
+# (``instruct.summary``), so the sectors reach one view beyond those bounds
+_START_VIEWS = {"left": {1, 2, 3, 4, 5}, "right": {7, 8, 9, 10, 11}, "around": {5, 6, 7}}
+
+
+def start_turn(instruction: str) -> str | None:
+    """The instruction's opening turn, when its first clause is one: "left", "right" or
+    "around" ("Make a right and exit the kitchen" -> "right"); None otherwise."""
+    text = " " + instruction.lower().strip()
+    first = _CLAUSE_END.split(text + " ", maxsplit=1)[0]
+    if not _OPENING.match(first):
+        return None
+    word = _TURN_WORD.search(first)
+    if word is None:
+        return None
+    return word.group(1) if word.group(1) in ("left", "right") else "around"
+
+
+def start_turn_views(turn: str | None) -> set[int]:
+    """The candidate views an opening turn points to (empty for None)."""
+    return set(_START_VIEWS.get(turn or "", ()))
+
+
 def _mark(marks: dict[str, str], category: str, colour: str | None = None) -> list[str]:
     """[the mark of this (coloured) object or room] when the instruction names it, else []."""
     word = (colour and marks.get(f"{colour} {category}")) or marks.get(category)
@@ -168,7 +198,11 @@ def _is_final(marks: dict[str, str], m) -> bool:
 
 
 def candidate_line(
-    c, style: str = "langnav", marks: dict[str, str] | None = None, visited: bool = False
+    c,
+    style: str = "langnav",
+    marks: dict[str, str] | None = None,
+    visited: bool = False,
+    turn: bool = False,
 ) -> str:
     """One candidate's line, closed by its label token.
 
@@ -184,6 +218,8 @@ def candidate_line(
     ``here``: the candidates as ``matched``; only the Stop line differs (``stop_line``).
     ``visited``: the line ends with the word ``visited`` (before the label): its move
     leads back to where the agent has already been (``visited_views``).
+    ``turn``: the line ends with the word ``turn`` (before the label): at the first decision,
+    the view lies in the direction of the instruction's opening turn (``start_turn``).
     """
     if style in ("distances", *MARKED) and _has_distances(c.caption):
         body = _distance_words(c.caption, marks if style in MARKED else None)
@@ -193,6 +229,8 @@ def candidate_line(
         body = words(c.to_text(details=False))
     if visited:
         body = [*body, "visited"]
+    if turn:
+        body = [*body, "turn"]
     return f"{' '.join(body)} {LABELS[c.index]}"
 
 

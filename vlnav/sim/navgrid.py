@@ -11,7 +11,6 @@ with exact line-of-sight tests against the grid, so its length is the taut path 
 
 from __future__ import annotations
 
-import functools
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -22,6 +21,14 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
 from vlnav.scenes.spec import SceneSpec
+
+try:  # the geodesic kernels below are compiled when numba is there (a dependency)
+    from numba import njit
+except ImportError:  # pragma: no cover - the same functions, interpreted (much slower)
+
+    def njit(*args, **kwargs):
+        return args[0] if args and callable(args[0]) else (lambda f: f)
+
 
 # objects whose underside is above this height do not block the agent (wall-mounted)
 BLOCKING_HEIGHT = 1.0
@@ -108,12 +115,9 @@ class NavGrid:
         self.floor_y = float(floor_y)
         self._fields: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = cache_size
-        # memoised steepest-descent steps per cached field (field key -> {cell: next cell}),
-        # and line-of-sight answers: a path followed step by step, or many paths to one
-        # goal, descend through the same cells and test the same segments
-        self._steps: dict[int, dict[tuple[int, int], tuple[int, int] | None]] = {}
-        self._sight: dict[tuple[tuple[float, float], tuple[float, float]], bool] = {}
         self._graph = self._build_graph()
+        self._off = np.array(_OFFSETS, dtype=np.int64)  # (16, 2)
+        self._len = np.array([math.hypot(di, dj) * self.cell for di, dj in _OFFSETS])
         # connected components let unreachable queries answer inf without a search
         self.components, _ = ndimage.label(free, structure=np.ones((3, 3)))
 
@@ -268,12 +272,13 @@ class NavGrid:
         if key in self._fields:
             self._fields.move_to_end(key)
             return self._fields[key]
-        d = dijkstra(self._graph, directed=False, indices=key)
+        # the graph holds both directions of every edge: a directed search (no symmetrising
+        # copy of the graph per call) gives the undirected distances
+        d = dijkstra(self._graph, directed=True, indices=key)
         field = d.reshape(self.free.shape)
         self._fields[key] = field
         if len(self._fields) > self._cache_size:
-            old, _ = self._fields.popitem(last=False)
-            self._steps.pop(old, None)
+            self._fields.popitem(last=False)
         return field
 
     def _require_cell(self, p: Sequence[float], what: str) -> tuple[int, int]:
@@ -290,64 +295,14 @@ class NavGrid:
         i, j = self._require_cell(a, "point")
         return float(self.distance_field(goal)[i, j])
 
-    def _descend(
-        self, start: tuple[int, int], field: np.ndarray, key: int | None = None
-    ) -> list[tuple[int, int]]:
-        """Cells from start to the field's source, following the steepest descent (each
-        cell's step memoised under the field's ``key``, when given)."""
-        path = [start]
-        i, j = start
-        nz, nx = field.shape
-        steps = self._steps.setdefault(key, {}) if key is not None else {}
-        for _ in range(nz * nx):
-            if (i, j) in steps:
-                nxt = steps[(i, j)]
-                if nxt is None:
-                    break
-                i, j = nxt
-                path.append(nxt)
-                continue
-            if field[i, j] == 0.0:
-                steps[(i, j)] = None
-                break
-            best, bi, bj = field[i, j], i, j
-            for k, (di, dj) in enumerate(_OFFSETS):
-                if not self._edge_ok[k, i, j]:
-                    continue
-                a, b = i + di, j + dj
-                # on a shortest-path tree edge: the neighbour's distance plus the edge length
-                v = field[a, b]
-                if v < best and abs(v + math.hypot(di, dj) * self.cell - field[i, j]) < 1e-6:
-                    best, bi, bj = v, a, b
-            if (bi, bj) == (i, j):
-                steps[(i, j)] = None
-                break
-            steps[(i, j)] = (bi, bj)
-            i, j = bi, bj
-            path.append((i, j))
-        return path
+    def _descend(self, start: tuple[int, int], field: np.ndarray) -> list[tuple[int, int]]:
+        """Cells from start to the field's source, following the steepest descent."""
+        cells = _descend(field, self._edge_ok, self._off, self._len, start[0], start[1])
+        return [(int(i), int(j)) for i, j in cells]
 
     def line_of_sight(self, a: tuple[float, float], b: tuple[float, float]) -> bool:
-        """Whether the straight segment between two cell positions (i, j floats) stays free
-        (memoised)."""
-        hit = self._sight.get((a, b))
-        if hit is None:
-            if len(self._sight) >= 1_000_000:
-                self._sight.clear()
-            hit = self._sight[(a, b)] = self._line_of_sight(a, b)
-        return hit
-
-    def _line_of_sight(self, a: tuple[float, float], b: tuple[float, float]) -> bool:
-        (ai, aj), (bi, bj) = a, b
-        n = int(math.ceil(max(abs(bi - ai), abs(bj - aj)) * 3)) + 1
-        t = _unit_steps(n)
-        ii = np.floor(ai + 0.5 + t * (bi - ai)).astype(int)
-        jj = np.floor(aj + 0.5 + t * (bj - aj)).astype(int)
-        if ii.min() < 0 or jj.min() < 0:
-            return False
-        if ii.max() >= self.free.shape[0] or jj.max() >= self.free.shape[1]:
-            return False
-        return bool(self.free[ii, jj].all())
+        """Whether the straight segment between two cell positions (i, j floats) stays free."""
+        return bool(_line_of_sight(self.free, a[0], a[1], b[0], b[1]))
 
     def shortest_path(self, a: Sequence[float], b: Sequence[float]) -> list[list[float]]:
         """Taut shortest path a -> b as waypoints [[x, y, z], ...] (a and b included).
@@ -355,36 +310,15 @@ class NavGrid:
         Raises ValueError when b cannot be reached from a.
         """
         ai, aj = self._require_cell(a, "start")
-        key = self._goal_key(b)
-        field = self._field(key)
+        field = self._field(self._goal_key(b))
         if not np.isfinite(field[ai, aj]):
             raise ValueError(f"no path from {list(a)} to {list(b)}")
-        cells = self._descend((ai, aj), field, key)
         # continuous end points in cell units (cell (i, j) has its centre at (i, j))
-        pa = self._to_cell_f(a)
-        pb = self._to_cell_f(b)
-        pts = [pa] + [(float(i), float(j)) for i, j in cells[1:-1]] + [pb]
-        if not self.line_of_sight(pts[0], pts[min(1, len(pts) - 1)]):
-            pts[0] = (float(ai), float(aj))
-        if not self.line_of_sight(pts[-1], pts[max(len(pts) - 2, 0)]):
-            pts[-1] = (float(cells[-1][0]), float(cells[-1][1]))
-        # greedy string pulling: from each anchor jump to the farthest visible point
-        out = [pts[0]]
-        k = 0
-        while k < len(pts) - 1:
-            lo, hi = k + 1, len(pts) - 1
-            best = lo
-            # visibility along a taut path is monotone enough for a binary search; verify
-            while lo <= hi:
-                mid = (lo + hi) // 2
-                if self.line_of_sight(pts[k], pts[mid]):
-                    best, lo = mid, mid + 1
-                else:
-                    hi = mid - 1
-            out.append(pts[best])
-            k = best
-        world = [self._cell_f_to_world(p) for p in out]
-        return world
+        (pai, paj), (pbi, pbj) = self._to_cell_f(a), self._to_cell_f(b)
+        out = _taut_path(
+            self.free, field, self._edge_ok, self._off, self._len, ai, aj, pai, paj, pbi, pbj
+        )
+        return [self._cell_f_to_world((float(i), float(j))) for i, j in out]
 
     def _to_cell_f(self, p: Sequence[float]) -> tuple[float, float]:
         return (
@@ -430,17 +364,98 @@ class NavGrid:
         return float(off[k] + win[ii[k], jj[k]])
 
 
-@functools.lru_cache(maxsize=4096)
-def _unit_steps(n: int) -> np.ndarray:
-    """``np.linspace(0, 1, n + 1)``, made once per n (read-only)."""
-    t = np.linspace(0.0, 1.0, n + 1)
-    t.flags.writeable = False
-    return t
-
-
 def path_length(points: Sequence[Sequence[float]]) -> float:
     """Sum of Euclidean segment lengths of a polyline."""
     p = np.asarray(points, dtype=float)
     if len(p) < 2:
         return 0.0
     return float(np.linalg.norm(np.diff(p, axis=0), axis=1).sum())
+
+
+# ------------------------------------------------------------------ compiled kernels
+# Plain loops over the grid, compiled by numba (``cache=True``: once per machine, then
+# loaded from __pycache__). Each reproduces float for float what the numpy version did.
+
+
+@njit(cache=True)
+def _descend(field, edge_ok, off, length, si, sj):  # pragma: no cover - compiled
+    """Steepest descent from cell (si, sj) along the shortest-path tree of ``field``
+    (each step to the lowest neighbour whose distance plus the edge equals the cell's)."""
+    nz, nx = field.shape
+    cells = np.empty((16, 2), dtype=np.int64)
+    cells[0, 0], cells[0, 1] = si, sj
+    n = 1
+    i, j = si, sj
+    for _ in range(nz * nx):
+        here = field[i, j]
+        if here == 0.0:
+            break
+        best, bi, bj = here, i, j
+        for k in range(off.shape[0]):
+            if not edge_ok[k, i, j]:
+                continue
+            a, b = i + off[k, 0], j + off[k, 1]
+            v = field[a, b]
+            if v < best and abs(v + length[k] - here) < 1e-6:
+                best, bi, bj = v, a, b
+        if bi == i and bj == j:
+            break
+        i, j = bi, bj
+        if n == cells.shape[0]:
+            grown = np.empty((2 * n, 2), dtype=np.int64)
+            grown[:n] = cells
+            cells = grown
+        cells[n, 0], cells[n, 1] = i, j
+        n += 1
+    return cells[:n]
+
+
+@njit(cache=True)
+def _line_of_sight(free, ai, aj, bi, bj):  # pragma: no cover - compiled
+    """Whether the segment between cell positions (ai, aj) and (bi, bj) stays on free cells:
+    3 samples per cell (``np.linspace(0, 1, n + 1)``'s), each in the cell it rounds to."""
+    nz, nx = free.shape
+    n = int(math.ceil(max(abs(bi - ai), abs(bj - aj)) * 3)) + 1
+    step = 1.0 / n
+    for k in range(n + 1):
+        t = 1.0 if k == n else k * step
+        i = int(math.floor(ai + 0.5 + t * (bi - ai)))
+        j = int(math.floor(aj + 0.5 + t * (bj - aj)))
+        if i < 0 or j < 0 or i >= nz or j >= nx or not free[i, j]:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _taut_path(free, field, edge_ok, off, length, ai, aj, pai, paj, pbi, pbj):  # pragma: no cover
+    """The descent path from cell (ai, aj), its ends replaced by the continuous points pa
+    and pb where they see their neighbours, string-pulled greedily (from each anchor to the
+    farthest point it sees, found by binary search): (m, 2) cell positions."""
+    cells = _descend(field, edge_ok, off, length, ai, aj)
+    m = max(cells.shape[0], 2)
+    pts = np.empty((m, 2))
+    pts[0, 0], pts[0, 1] = pai, paj
+    for k in range(1, m - 1):
+        pts[k, 0], pts[k, 1] = cells[k, 0], cells[k, 1]
+    pts[m - 1, 0], pts[m - 1, 1] = pbi, pbj
+    if not _line_of_sight(free, pts[0, 0], pts[0, 1], pts[1, 0], pts[1, 1]):
+        pts[0, 0], pts[0, 1] = ai, aj
+    if not _line_of_sight(free, pts[m - 1, 0], pts[m - 1, 1], pts[m - 2, 0], pts[m - 2, 1]):
+        last = cells.shape[0] - 1
+        pts[m - 1, 0], pts[m - 1, 1] = cells[last, 0], cells[last, 1]
+    keep = np.empty(m, dtype=np.int64)
+    keep[0] = 0
+    n, k = 1, 0
+    while k < m - 1:
+        lo, hi = k + 1, m - 1
+        best = lo
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if _line_of_sight(free, pts[k, 0], pts[k, 1], pts[mid, 0], pts[mid, 1]):
+                best, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        keep[n] = best
+        n += 1
+        k = best
+    return pts[keep[:n]]
