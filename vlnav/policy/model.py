@@ -235,7 +235,8 @@ class NavPolicy(nn.Module):
 
     def marks(self, instruction: str) -> dict[str, str] | None:
         """The landmark marks of ``instruction`` for the marked prompts (``matched``,
-        ``here``), else None."""
+        ``here``), else None; with ``start_turn``, also the instruction's opening turn under
+        ``START_TURN_KEY`` (one per-episode dict reaches every encoder of a step)."""
         wanted = self.config.prompt in MARKED or self.config.stop_gate > 0
         if not wanted:
             return None

@@ -295,11 +295,6 @@ class NavGrid:
         i, j = self._require_cell(a, "point")
         return float(self.distance_field(goal)[i, j])
 
-    def _descend(self, start: tuple[int, int], field: np.ndarray) -> list[tuple[int, int]]:
-        """Cells from start to the field's source, following the steepest descent."""
-        cells = _descend(field, self._edge_ok, self._off, self._len, start[0], start[1])
-        return [(int(i), int(j)) for i, j in cells]
-
     def line_of_sight(self, a: tuple[float, float], b: tuple[float, float]) -> bool:
         """Whether the straight segment between two cell positions (i, j floats) stays free."""
         return bool(_line_of_sight(self.free, a[0], a[1], b[0], b[1]))
