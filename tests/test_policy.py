@@ -414,8 +414,12 @@ def test_path_move_without_a_path_walks_its_view_straight(tiny_env):
         sim.close()
 
 
-def test_scores_only_available_labels_and_kv_cache_matches_full_pass(corpus):
-    pol = tiny_policy(corpus)
+@pytest.mark.parametrize("history", ["full", "compact"])
+def test_scores_only_available_labels_and_kv_cache_matches_full_pass(corpus, history):
+    """The KV cache of one episode against a teacher-forced pass over the whole episode; with
+    the compact history the pass hides the lines not chosen by its attention mask and the
+    cache by its own."""
+    pol = tiny_policy(corpus, history=history)
     instr, ds = corpus[2]
     ctx = EpisodeContext(pol, instr)
     incremental = []
@@ -428,14 +432,27 @@ def test_scores_only_available_labels_and_kv_cache_matches_full_pass(corpus):
     # the same decisions scored in one teacher-forced pass over the whole episode
     item = pol.episode_tensors(instr, ds)
     batch = collate([item], pol.tokenizer.pad_token_id)
+    assert ("attention_4d" in batch) == (history == "compact")
     with torch.no_grad():
-        out = pol.lm(input_ids=batch["input_ids"], output_hidden_states=True)
+        out = pol.lm(
+            input_ids=batch["input_ids"],
+            attention_mask=batch.get("attention_4d"),
+            output_hidden_states=True,
+        )
         hid = out.hidden_states[-1][0]
         full = pol.label_logprobs(hid[batch["ans_pos"]], hid[batch["labpos"]], batch["avail"])
         full = full.numpy()
     for a, b in zip(incremental, full):
         fin = np.isfinite(b)
         assert np.allclose(a[fin], b[fin], atol=1e-4)
+    if history == "compact":  # the same weights with the whole history decide otherwise
+        whole = EpisodeContext(tiny_policy(corpus), instr)
+        first = whole.scores(ds[0])[0]
+        whole.commit(ds[0].label)
+        second = whole.scores(ds[1])[0]
+        fin = np.isfinite(second)
+        assert np.allclose(first[fin], incremental[0][fin], atol=1e-5)
+        assert not np.allclose(second[fin], incremental[1][fin], atol=1e-3)
 
 
 def test_stop_bias_lowers_stop_at_decisions_only(corpus, tmp_path):
@@ -474,13 +491,15 @@ def test_stop_bias_lowers_stop_at_decisions_only(corpus, tmp_path):
         PolicyAgent(str(tmp_path / "ck"), stop_bias=100.0)
 
 
+@pytest.mark.parametrize("history", ["full", "compact"])
 @pytest.mark.parametrize("packed", [True, False])
-def test_batched_decisions_equal_single_episode_decisions(corpus, packed):
+def test_batched_decisions_equal_single_episode_decisions(corpus, packed, history):
     """Both batched paths: the packed Llama path (vlnav.policy.packed) and the model's own
-    padded forward."""
+    padded forward; with the compact history the first drops the lines not chosen from its
+    caches, the second masks them."""
     from vlnav.policy import packed as fast
 
-    pol = tiny_policy(corpus)
+    pol = tiny_policy(corpus, history=history)
     assert fast.supports(pol.lm)
     ref = []
     for instr, ds in corpus:
@@ -495,11 +514,15 @@ def test_batched_decisions_equal_single_episode_decisions(corpus, packed):
         bd.start(i, instr)
     for t in range(max(len(ds) for _, ds in corpus)):
         active = {i: ds[t] for i, (_, ds) in enumerate(corpus) if t < len(ds)}
-        out = bd.decide(active)
-        for i, d in active.items():
+        out = bd.decide(active, force={i: d.label for i, d in active.items()})
+        for i in active:
             fin = np.isfinite(ref[i][t])
             assert np.allclose(out[i][1][fin], ref[i][t][fin], atol=1e-4)
-            bd.pending[i] = [int(pol.label_ids[pol.label_index(d.label)])]  # teacher forcing
+    if packed and history == "compact":  # the caches hold the kept tokens only
+        i, (instr, ds) = max(enumerate(corpus), key=lambda x: len(x[1][1]))
+        full = len(pol.episode_tensors(instr, ds)["input_ids"]) - 1  # no label after Stop
+        hidden = sum(u >= 0 for u in pol.episode_tensors(instr, ds)["until"])
+        assert bd.fast.cached(i) == full - hidden > 0
 
 
 def test_training_reduces_the_loss(corpus):

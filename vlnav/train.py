@@ -468,6 +468,7 @@ class Trainer:
 
     def _policy(self, corpus: list):
         from vlnav.policy.model import NavPolicy, build_tokenizer
+        from vlnav.policy.prompt import caption_words
 
         tok_dir = self.out / "tokenizer"
         if (tok_dir / "tokenizer.json").is_file():
@@ -479,7 +480,7 @@ class Trainer:
             for instr, ds in corpus:
                 texts.append(instr)
                 for d in ds:
-                    texts += [c.caption.text for c in d.obs.candidates]
+                    texts += [" ".join(caption_words(c.caption)) for c in d.obs.candidates]
                     texts += [c.direction for c in d.obs.candidates]
             tok = build_tokenizer(texts, _asset_words())
             tok.save_pretrained(tok_dir)
@@ -832,14 +833,17 @@ def _asset_words() -> list[str]:
     """Every object category, colour and room type the generator can produce."""
     import yaml
 
-    from vlnav.policy.prompt import words
+    from vlnav.policy.prompt import joined, words
 
     root = Path(__file__).resolve().parents[1] / "assets"
     out: set[str] = set()
     for name in ("objects.yaml", "rooms.yaml"):
         p = root / name
         if p.is_file():
-            out.update(words(json.dumps(yaml.safe_load(p.read_text()))))
+            data = yaml.safe_load(p.read_text())
+            out.update(words(json.dumps(data)))
+            for key in ("colours", "objects", "room_types"):  # the terse prompt's names
+                out.update(joined(k) for k in (data or {}).get(key) or ())
     for k in range(1, 12):
         out.update(words(f"{30 * k} degree left right front back"))
     out.update(str(k) for k in range(0, 31))  # distances in whole metres

@@ -37,12 +37,14 @@ class EpisodeContext:
         self.past: Any = None
         self.pos = 0
         self.earlier: list = []  # observations of the decisions taken so far
+        self.seen: list[int] = []  # 1 per cached token that later tokens see (compact history)
+        self._hide: Any = None  # the last decision's (segment start, line spans)
 
     @torch.no_grad()
     def scores(self, decision: Decision) -> tuple[np.ndarray, list[bool]]:
         """Label log-probabilities (13,) for this decision (-inf where unavailable)."""
         pol, dev = self.policy, self.device
-        ids, views, avail, labpos = pol.encode_step_full(decision, self.marks, self.earlier)
+        ids, views, avail, labpos, spans = pol.encode_step_spans(decision, self.marks, self.earlier)
         avail = pol.decision_avail(decision, self.marks, avail)
         self.earlier.append(decision.obs)
         seq = self.pending + ids
@@ -61,10 +63,12 @@ class EpisodeContext:
             torch.tensor([views], device=dev),
             torch.zeros_like(t),
             feats,
-            torch.ones((1, self.pos + len(seq)), dtype=torch.long, device=dev),
+            torch.tensor([self.seen + [1] * len(seq)], dtype=torch.long, device=dev),
             torch.arange(self.pos, self.pos + len(seq), device=dev)[None],
             self.past,
         )
+        self._hide = (self.pos + len(self.pending), spans)
+        self.seen += [1] * len(seq)
         self.pos += len(seq)
         off = len(self.pending)
         h_lab = hidden[0, [off + max(p, 0) for p in labpos]]  # (13, E)
@@ -72,8 +76,14 @@ class EpisodeContext:
         return logp.cpu().numpy(), avail
 
     def commit(self, label: str) -> None:
-        """Append the chosen label: it is fed with the next decision's tokens."""
+        """Append the chosen label: it is fed with the next decision's tokens. With the
+        compact history the decision's other lines are masked out of the cache."""
         self.pending = [int(self.policy.label_ids[self.policy.label_index(label)])]
+        if self._hide is not None:
+            start, spans = self._hide
+            for o in self.policy.hidden_after(spans, label):
+                self.seen[start + o] = 0
+            self._hide = None
 
 
 class DecisionAgent:

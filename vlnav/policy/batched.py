@@ -54,16 +54,22 @@ class BatchDecider:
         self.earlier[slot] = []
 
     @torch.no_grad()
-    def decide(self, decisions: dict[int, Decision]) -> dict[int, tuple[str, np.ndarray]]:
-        """One decision for each slot in ``decisions``: (label, label log-probabilities)."""
+    def decide(
+        self, decisions: dict[int, Decision], force: dict[int, str] | None = None
+    ) -> dict[int, tuple[str, np.ndarray]]:
+        """One decision for each slot in ``decisions``: (label, label log-probabilities).
+        ``force``: labels to take instead of the best ones (teacher forcing) in some slots."""
         pol = self.policy
         slots = sorted(decisions)
-        segs, views, avails, labs = {}, {}, {}, {}
+        segs, views, avails, labs, spans, pend = {}, {}, {}, {}, {}, {}
         for s in slots:
-            ids, v, av, lp = pol.encode_step_full(decisions[s], self.marks[s], self.earlier[s])
+            ids, v, av, lp, spans[s] = pol.encode_step_spans(
+                decisions[s], self.marks[s], self.earlier[s]
+            )
             av = pol.decision_avail(decisions[s], self.marks[s], av)
             self.earlier[s].append(decisions[s].obs)
             labs[s] = [len(self.pending[s]) + max(p, 0) for p in lp]
+            pend[s] = len(self.pending[s])
             segs[s] = self.pending[s] + ids
             views[s] = [-1] * len(self.pending[s]) + v
             avails[s] = av
@@ -89,6 +95,7 @@ class BatchDecider:
             feats = feats.to(self.device)
         dev = self.device  # built on the CPU, moved once
         ids, vw, new_mask, pos = ids.to(dev), vw.to(dev), new_mask.to(dev), pos.to(dev)
+        col = self.mask.shape[1]  # the padded path: where this round's columns begin
         if self.fast is not None:
             emb = pol.embed(ids, vw, torch.zeros_like(ids), feats)
             hidden = self.fast.forward(emb, new_mask, pos)
@@ -111,8 +118,16 @@ class BatchDecider:
             logp = scores[i]
             j = int(np.argmax(logp))
             label = STOP_LABEL if j == len(LABELS) else LABELS[j]
+            label = (force or {}).get(s, label)
             self.pending[s] = [int(pol.label_ids[pol.label_index(label)])]
             out[s] = (label, logp)
+            # compact history: the lines not chosen leave the context (the KV cache of the
+            # packed path, the attention mask of the padded one)
+            hide = [pend[s] + o for o in pol.hidden_after(spans[s], label)]
+            if hide and self.fast is not None:
+                self.fast.drop(s, hide, k)
+            elif hide:
+                self.mask[s, [col + o for o in hide]] = 0
         return out
 
 

@@ -93,6 +93,12 @@ class PolicyConfig:
     # (``prompt.start_turn``): the one decision where the instruction's left and right are
     # the agent's starting heading's, and the only one of its kind per episode to learn from
     start_turn: bool = False
+    # "full": every earlier decision's whole segment stays in the context; "compact": an
+    # earlier decision is seen through the line that was chosen (LangNav's compact history:
+    # what was chosen at each step). The other candidates' lines (and Stop's) are hidden
+    # from every later token: by the attention mask in training, and dropped from the KV
+    # cache when deciding, so a decision attends over a short context
+    history: str = "full"
 
     def __post_init__(self) -> None:
         check_range("layers", self.layers, 1, 64)
@@ -104,6 +110,7 @@ class PolicyConfig:
         check_choice("fusion", self.fusion, ("none", "add", "prefix"))
         check_choice("head", self.head, ("label", "pointer"))
         check_choice("prompt", self.prompt, PROMPT_STYLES)
+        check_choice("history", self.history, ("full", "compact"))
         check_range("lora_r", self.lora_r, 1, 512)
         check_range("dropout", self.dropout, 0.0, 0.9)
         check_range("stop_bias", self.stop_bias, -20.0, 20.0)
@@ -268,7 +275,16 @@ class NavPolicy(nn.Module):
         self, decision: Decision, marks: dict[str, str] | None = None, earlier: list = ()
     ) -> tuple[list[int], list[int], list[bool], list[int]]:
         """As ``encode_step``, plus each label's token offset in the segment (-1: absent)."""
+        ids, views, avail, labpos, _ = self.encode_step_spans(decision, marks, earlier)
+        return ids, views, avail, labpos
+
+    def encode_step_spans(
+        self, decision: Decision, marks: dict[str, str] | None = None, earlier: list = ()
+    ) -> tuple[list[int], list[int], list[bool], list[int], list[tuple[int, int]]]:
+        """As ``encode_step_full``, plus each label's line as a (start, end) token range of
+        the segment ((0, 0): absent; Stop's line ends before ``<ans>``)."""
         obs = decision.obs
+        spans = [(0, 0)] * (len(LABELS) + 1)
         seen = visited_views(obs, [o.position for o in earlier], self.config.visited)
         turned = start_turn_views((marks or {}).get(START_TURN_KEY)) if not earlier else set()
         labpos = [-1] * (len(LABELS) + 1)
@@ -283,10 +299,12 @@ class NavPolicy(nn.Module):
             piece = self.encode(line)
             if self.config.fusion == "prefix":
                 piece = [self.img_id, *piece]
+            spans[c.index] = (len(ids), len(ids) + len(piece))
             ids += piece
             views += [c.index] * len(piece)
             labpos[c.index] = len(ids) - 1
         tail = self.encode(f"{stop_line(obs, self.config.prompt, marks)} <ans>")
+        spans[-1] = (len(ids), len(ids) + len(tail) - 1)
         ids += tail
         views += [-1] * len(tail)
         labpos[-1] = len(ids) - 2
@@ -294,7 +312,16 @@ class NavPolicy(nn.Module):
         for c in obs.candidates:
             avail[c.index] = True
         avail[-1] = True
-        return ids, views, avail, labpos
+        return ids, views, avail, labpos, spans
+
+    def hidden_after(self, spans: list[tuple[int, int]], label: str) -> list[int]:
+        """With ``history: compact``, the offsets in a decision's segment that later tokens
+        do not see once ``label`` is chosen: every line but the chosen one (Stop's
+        included); [] with the full history."""
+        if self.config.history != "compact":
+            return []
+        keep = self.label_index(label)
+        return [o for k, (a, b) in enumerate(spans) if k != keep for o in range(a, b)]
 
     def label_index(self, label: str) -> int:
         return len(LABELS) if label == STOP_LABEL else LABELS.index(label)
@@ -305,11 +332,16 @@ class NavPolicy(nn.Module):
         marks = self.marks(instruction)
         views = [-1] * len(ids)
         steps = [-1] * len(ids)
+        until = [-1] * len(ids)  # compact history: the last position that sees this token
         ans, targets, avail, labpos, goods, regrets, dist = [], [], [], [], [], [], []
         for s, d in enumerate(decisions):
             earlier = [x.obs for x in decisions[:s]]
-            sid, sv, av, lp = self.encode_step_full(d, marks, earlier)
+            sid, sv, av, lp, spans = self.encode_step_spans(d, marks, earlier)
             labpos.append([len(ids) + o if o >= 0 else 0 for o in lp])
+            seg_until = [-1] * len(sid)
+            for o in self.hidden_after(spans, d.label):
+                seg_until[o] = len(ids) + len(sid) - 1  # seen up to this step's <ans>
+            until += seg_until
             ids += sid
             views += sv
             steps += [s] * len(sid)
@@ -328,6 +360,7 @@ class NavPolicy(nn.Module):
             ids.append(int(self.label_ids[targets[-1]]))
             views.append(-1)
             steps.append(s)
+            until.append(-1)
         if len(ids) > self.config.max_len:
             raise VlnavError(f"episode sequence of {len(ids)} tokens exceeds max_len")
         feats = None
@@ -345,6 +378,7 @@ class NavPolicy(nn.Module):
             "distance": dist,
             "labpos": labpos,
             "features": feats,
+            "until": until,
         }
 
     # ------------------------------------------------------------ forward
@@ -421,10 +455,12 @@ class NavPolicy(nn.Module):
             batch["input_ids"], batch.get("views"), batch.get("steps"), batch.get("features")
         )
         mask = batch["attention_mask"]
+        attn = batch.get("attention_4d")  # compact history: the mask that hides old lines
+        if attn is None:  # an all-ones mask is dropped: attention takes the causal kernel
+            attn = None if bool(mask.all()) else mask
         out = self.lm(
             inputs_embeds=emb,
-            # an all-ones mask is dropped so attention takes the fused causal kernel
-            attention_mask=None if bool(mask.all()) else mask,
+            attention_mask=attn,
             output_hidden_states=True,
             # without the language-modelling loss only the hidden states are used
             logits_to_keep=0 if lm_weight > 0 else 1,
@@ -626,6 +662,24 @@ def _takes_cache(lm: Any) -> bool:
     return "cache" in inspect.signature(fwd).parameters
 
 
+def history_mask(items: list[dict[str, Any]], T: int) -> torch.Tensor:
+    """The compact history's attention mask (B, 1, T, T), True where a query (row) sees a key
+    (column): causal, over real tokens, and a token with ``until`` >= 0 (a line not chosen)
+    only up to that position (its decision's ``<ans>``)."""
+    B = len(items)
+    until = torch.full((B, T), T, dtype=torch.long)
+    valid = torch.zeros((B, T), dtype=torch.bool)
+    for i, it in enumerate(items):
+        n = len(it["input_ids"])
+        u = torch.tensor(it.get("until") or [-1] * n)
+        until[i, :n] = torch.where(u >= 0, u, T)
+        valid[i, :n] = True
+    q = torch.arange(T)[:, None]
+    k = torch.arange(T)[None, :]
+    allowed = (k <= q)[None] & valid[:, None, :] & (q[None] <= until[:, None, :])
+    return allowed[:, None]
+
+
 def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad episode sequences into a batch; flatten their decisions."""
     T = max(len(it["input_ids"]) for it in items)
@@ -663,6 +717,8 @@ def collate(items: list[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]
         "regret": torch.tensor(regret, dtype=torch.float32),
         "distance": torch.tensor(dist, dtype=torch.float32),
     }
+    if any(max(it.get("until") or [-1]) >= 0 for it in items):
+        batch["attention_4d"] = history_mask(items, T)
     if items[0]["features"] is not None:
         S = max(it["features"].shape[0] for it in items)
         F = items[0]["features"].shape[-1]

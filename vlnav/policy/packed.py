@@ -59,6 +59,24 @@ class PackedLlama:
         for layer in self.cache:
             layer[slot] = None
 
+    def cached(self, slot: int) -> int:
+        """How many tokens ``slot``'s cache holds."""
+        past = self.cache[0][slot]
+        return 0 if past is None else past[0].shape[1]
+
+    def drop(self, slot: int, offsets: list[int], new: int) -> None:
+        """Remove from ``slot``'s cache the tokens at ``offsets`` of the last ``new`` ones it
+        took (the compact history's lines not chosen); position ids are unchanged."""
+        n = self.cached(slot)
+        if not offsets or not n:
+            return
+        gone = torch.zeros(n, dtype=torch.bool)
+        gone[[n - new + o for o in offsets]] = True
+        keep = (~gone).nonzero().squeeze(1).to(self.cache[0][slot][0].device)
+        for layer in self.cache:
+            k, v = layer[slot]
+            layer[slot] = (k.index_select(1, keep), v.index_select(1, keep))
+
     @torch.no_grad()
     def forward(self, emb: torch.Tensor, new_mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Final hidden states (B, W, E) of the new tokens (zeros at padding).

@@ -42,8 +42,8 @@ def header_text(instruction: str) -> str:
     return f"<bos> {HEADER} {' '.join(words(instruction))}"
 
 
-PROMPT_STYLES = ("langnav", "compact", "distances", "matched", "here")
-MARKED = ("matched", "here")  # the styles that mark the instruction's landmarks
+PROMPT_STYLES = ("langnav", "compact", "distances", "matched", "here", "terse")
+MARKED = ("matched", "here", "terse")  # the styles that mark the instruction's landmarks
 NEAR = 2.5  # metres: the ``here`` style's Stop line names the objects this close
 NEAR_MAX = 3  # ... at most this many, nearest first
 MAX_MARKS = 8  # landmark marks lm1 .. lm8 (later landmarks share lm8)
@@ -216,13 +216,18 @@ def candidate_line(
     its landmark mark (``marks``, from ``landmark_marks``): ``kitchen lm1 white fridge left 2
     lmlast <B>``; the policy need not learn to find the instruction's words in each line.
     ``here``: the candidates as ``matched``; only the Stop line differs (``stop_line``).
+    ``terse``: matched in about two thirds of the tokens: each room, colour and object name
+    one token (``living_room``, ``dark_grey``, ``coffee_table``), no commas (each object ends
+    with its metres), and ``into <room>`` only where the move leaves the room the view
+    shows: ``living_room lm1 blue sofa ahead 4 white coffee_table ahead 2 doorway left
+    bathroom <A>``.
     ``visited``: the line ends with the word ``visited`` (before the label): its move
     leads back to where the agent has already been (``visited_views``).
     ``turn``: the line ends with the word ``turn`` (before the label): at the first decision,
     the view lies in the direction of the instruction's opening turn (``start_turn``).
     """
     if style in ("distances", *MARKED) and _has_distances(c.caption):
-        body = _distance_words(c.caption, marks if style in MARKED else None)
+        body = _distance_words(c.caption, marks if style in MARKED else None, style == "terse")
     elif style in ("compact", "distances", *MARKED):
         body = [w for w in words(c.caption.text) if w not in _FILLER]
     else:
@@ -234,6 +239,15 @@ def candidate_line(
     return f"{' '.join(body)} {LABELS[c.index]}"
 
 
+def caption_words(caption) -> list[str]:
+    """The words a caption may bring to a prompt, for a tokenizer's vocabulary: its text's,
+    and its rooms', colours' and objects' names as the ``terse`` prompt's single tokens."""
+    names = [caption.room, caption.beyond, caption.dest]
+    for m in [*caption.mentions, *caption.more]:
+        names += [m.colour, m.category]
+    return words(caption.text) + [joined(n) for n in names if n]
+
+
 _DOORWAY = re.compile(r"doorway (?:on the )?(left|right|ahead)")
 
 
@@ -243,34 +257,48 @@ def _has_distances(caption) -> bool:
     )
 
 
-def _mention_words(m, marks: dict[str, str], side: bool = True) -> list[str]:
-    """``white fridge left 2 [lm<k>]``: an object, its side, whole metres, its mark."""
+def joined(name: str) -> str:
+    """A multi-word name as one token: ``coffee table`` -> ``coffee_table``."""
+    return "_".join(words(name))
+
+
+def _mention_words(m, marks: dict[str, str], side: bool = True, terse: bool = False) -> list[str]:
+    """``white fridge left 2 [lm<k>]``: an object, its side, whole metres, its mark
+    (``terse``: its colour and its category one token each)."""
     sides = [m.side] if side and m.side else []
+    name = [joined(x) for x in (m.colour, m.category) if x] if terse else words(m.name)
     return [
-        *words(m.name),
+        *name,
         *sides,
         str(max(1, round(m.distance))),
         *_mark(marks, m.category, m.colour),
     ]
 
 
-def _distance_words(caption, marks: dict[str, str] | None = None) -> list[str]:
+def _distance_words(caption, marks: dict[str, str] | None = None, terse: bool = False) -> list[str]:
+    """The ``distances`` / ``matched`` (``terse``) words of a caption with structure."""
     marks = marks or {}
-    out = words(caption.room) + _mark(marks, caption.room)
+    sep = [] if terse else [","]
+
+    def name(x: str) -> list[str]:
+        return [joined(x)] if terse else words(x)
+
+    out = name(caption.room) + _mark(marks, caption.room)
     for m in caption.mentions:
-        out += [*_mention_words(m, marks), ","]
+        out += [*_mention_words(m, marks, terse=terse), *sep]
     for m in caption.more:  # further objects: only those the instruction names
         if _mark(marks, m.category, m.colour):
-            out += [*_mention_words(m, marks), ","]
+            out += [*_mention_words(m, marks, terse=terse), *sep]
     door = _DOORWAY.search(caption.text.lower())
     if door:
         out += ["doorway", door.group(1)]
         if caption.beyond:  # the room seen through it
-            out += words(caption.beyond) + _mark(marks, caption.beyond)
+            out += name(caption.beyond) + _mark(marks, caption.beyond)
     elif out[-1] == ",":
         out.pop()
-    if caption.dest:  # the room where this view's move ends
-        out += [",", "into", *words(caption.dest), *_mark(marks, caption.dest)]
+    # the room where this view's move ends (terse: only when it is not the view's room)
+    if caption.dest and not (terse and caption.dest == caption.room):
+        out += [*sep, "into", *name(caption.dest), *_mark(marks, caption.dest)]
     return out
 
 
