@@ -190,6 +190,43 @@ def test_matched_prompt_marks_the_instructions_landmarks_in_order():
     assert landmark_marks("Walk forward and stop.") == {}
 
 
+def test_terse_prompt_is_the_matched_line_in_fewer_tokens():
+    """``terse``: each room, colour and object name one token, no commas, ``into`` only where
+    the move leaves the room the view shows; the tokenizer's vocabulary has the names."""
+    from vlnav.perception.base import Mention
+    from vlnav.policy.prompt import caption_words, landmark_marks
+
+    marks = landmark_marks("Leave the living room, pass the coffee table, stop at the bed.")
+    c = _structured_candidate(
+        1,
+        "living room",
+        [("coffee table", "dark brown", 2.4, "left"), ("sofa", "red", 0.6, "ahead")],
+        "left",
+    )
+    c.caption.beyond, c.caption.dest = "bedroom", "living room"
+    c.caption.more = [Mention("bed", "white", 4.2, "right")]
+    terse = candidate_line(c, "terse", marks)
+    assert terse == (
+        "living_room lm1 dark_brown coffee_table left 2 lm2 red sofa ahead 1"
+        " white bed right 4 lmlast doorway left bedroom <B>"
+    )
+    matched = candidate_line(c, "matched", marks)
+    assert (
+        matched.replace(" ,", "")
+        .replace("into living room lm1 ", "")
+        .replace("living room", "living_room")
+        .replace("dark brown", "dark_brown")
+        .replace("coffee table", "coffee_table")
+        == terse
+    )
+    assert len(terse.split()) < 0.75 * len(matched.split())
+    c.caption.dest = "bedroom"  # a move into another room says so
+    assert candidate_line(c, "terse", marks).endswith("doorway left bedroom into bedroom <B>")
+    vocab = set(caption_words(c.caption))
+    assert set(terse.split()) - vocab <= {"lm1", "lm2", "lmlast", "2", "1", "4", "right", "<B>"}
+    assert PolicyConfig(prompt="terse").prompt == "terse"
+
+
 def test_matched_prompt_is_what_every_decision_path_encodes():
     """Training (episode_tensors), one episode (EpisodeContext) and the batched decider all
     see the marks of their own episode's instruction."""
@@ -492,11 +529,22 @@ def test_stop_bias_lowers_stop_at_decisions_only(corpus, tmp_path):
 
 
 @pytest.mark.parametrize("history", ["full", "compact"])
-@pytest.mark.parametrize("packed", [True, False])
-def test_batched_decisions_equal_single_episode_decisions(corpus, packed, history):
-    """Both batched paths: the packed Llama path (vlnav.policy.packed) and the model's own
-    padded forward; with the compact history the first drops the lines not chosen from its
-    caches, the second masks them."""
+@pytest.mark.parametrize("packed,threads", [(True, 1), (True, 2), (False, 1)])
+def test_batched_decisions_equal_single_episode_decisions(corpus, packed, threads, history):
+    """Both batched paths: the packed Llama path (vlnav.policy.packed; with 2 torch threads
+    as two groups of slots in two threads) and the model's own padded forward; with the
+    compact history the first drops the lines not chosen from its caches, the second masks
+    them."""
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _batched_against_single(corpus, packed, history)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _batched_against_single(corpus, packed, history):
     from vlnav.policy import packed as fast
 
     pol = tiny_policy(corpus, history=history)

@@ -34,6 +34,26 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
+def cpu_times() -> dict[str, int] | None:
+    """The machine's CPU time counters (clock ticks, all cores) from /proc/stat, or None
+    where there is none."""
+    try:
+        first = Path("/proc/stat").read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    return {n: int(v) for n, v in zip(names, first[1:])}
+
+
+def steal_fraction(before: dict[str, int] | None, after: dict[str, int] | None) -> float | None:
+    """The share of the machine's CPU time between two ``cpu_times`` readings that its
+    hypervisor gave to other guests (steal): figures measured while it is high are slow."""
+    if not before or not after:
+        return None
+    total = sum(after.values()) - sum(before.values())
+    return (after["steal"] - before["steal"]) / total if total > 0 else None
+
+
 def _step_loop(
     config: EnvConfig, scene: str, seconds: float, sensors: tuple[str, ...], seed: int = 0
 ) -> tuple[int, float]:

@@ -53,6 +53,43 @@ class BatchDecider:
         self.marks[slot] = self.policy.marks(instruction)
         self.earlier[slot] = []
 
+    def _packed_forward(
+        self,
+        emb: torch.Tensor,
+        new_mask: torch.Tensor,
+        pos: torch.Tensor,
+        slots: list[int],
+        sizes: list[int],
+        needed: torch.Tensor,
+    ) -> torch.Tensor:
+        """The packed forward; on a CPU with k > 1 torch threads, as k groups of slots (about
+        the same number of tokens each) run side by side in k threads of one torch thread
+        each: a round's many small operations (one attention call per episode and layer)
+        keep every core busy that way, where one forward on k threads leaves them waiting
+        on each other."""
+        k = torch.get_num_threads()
+        if k < 2 or len(slots) < 2 or self.device.type != "cpu":
+            return self.fast.forward(emb, new_mask, pos, needed)
+        k = min(k, len(slots))
+        groups: list[list[int]] = [[] for _ in range(k)]
+        total, done = sum(sizes), 0
+        for s, n in zip(slots, sizes):  # consecutive slots, split by token count
+            groups[min(k - 1, done * k // max(total, 1))].append(s)
+            done += n
+        masks = []
+        for g in groups:
+            if g:
+                m = torch.zeros_like(new_mask)
+                m[g] = new_mask[g]
+                masks.append(m)
+        pool = _pool(len(masks))
+        torch.set_num_threads(1)
+        try:
+            outs = list(pool.map(lambda m: self.fast.forward(emb, m, pos, needed), masks))
+        finally:
+            torch.set_num_threads(k)
+        return torch.stack(outs).sum(0)  # each is zero outside its own slots
+
     @torch.no_grad()
     def decide(
         self, decisions: dict[int, Decision], force: dict[int, str] | None = None
@@ -74,17 +111,22 @@ class BatchDecider:
             views[s] = [-1] * len(self.pending[s]) + v
             avails[s] = av
         width = max(len(x) for x in segs.values())
-        ids = torch.full((self.n, width), pol.tokenizer.pad_token_id, dtype=torch.long)
-        vw = torch.full((self.n, width), -1, dtype=torch.long)
-        new_mask = torch.zeros((self.n, width), dtype=torch.long)
-        pos = torch.zeros((self.n, width), dtype=torch.long)
+        # built in numpy (a list into a row is cheap there), then handed to torch
+        ids = np.full((self.n, width), pol.tokenizer.pad_token_id, dtype=np.int64)
+        vw = np.full((self.n, width), -1, dtype=np.int64)
+        new_mask = np.zeros((self.n, width), dtype=np.int64)
+        pos = np.zeros((self.n, width), dtype=np.int64)
+        needed = np.zeros((self.n, width), dtype=bool)  # the positions the scores read
+        steps = np.arange(width)
         for s in slots:
             k = len(segs[s])
-            ids[s, :k] = torch.tensor(segs[s])
-            vw[s, :k] = torch.tensor(views[s])
+            ids[s, :k] = segs[s]
+            vw[s, :k] = views[s]
             new_mask[s, :k] = 1
-            pos[s, :k] = torch.arange(self.pos[s], self.pos[s] + k)
-            pos[s, k:] = self.pos[s] + k - 1
+            pos[s] = self.pos[s] + np.minimum(steps, k - 1)
+            needed[s, labs[s]] = True
+            needed[s, k - 1] = True
+        ids, vw, new_mask, pos = (torch.from_numpy(a) for a in (ids, vw, new_mask, pos))
         feats = None
         if pol.proj is not None:
             dim = pol.config.feature_dim
@@ -98,7 +140,10 @@ class BatchDecider:
         col = self.mask.shape[1]  # the padded path: where this round's columns begin
         if self.fast is not None:
             emb = pol.embed(ids, vw, torch.zeros_like(ids), feats)
-            hidden = self.fast.forward(emb, new_mask, pos)
+            needed = torch.from_numpy(needed).to(dev)
+            hidden = self._packed_forward(
+                emb, new_mask, pos, slots, [len(segs[s]) for s in slots], needed
+            )
         else:
             self.mask = torch.cat([self.mask, new_mask], dim=1)
             hidden, self.past = pol.step_logits(
@@ -129,6 +174,18 @@ class BatchDecider:
             elif hide:
                 self.mask[s, [col + o for o in hide]] = 0
         return out
+
+
+_POOLS: dict[int, Any] = {}
+
+
+def _pool(k: int) -> Any:
+    """A process-wide pool of ``k`` threads for the packed forward's groups of slots."""
+    if k not in _POOLS:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOLS[k] = ThreadPoolExecutor(k, thread_name_prefix="vlnav-decide")
+    return _POOLS[k]
 
 
 def _snapshot(sim: Any) -> Any:

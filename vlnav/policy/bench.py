@@ -82,15 +82,18 @@ def training_throughput(
 
 
 def decision_rate(
-    policy: Any, corpus: list, batch: int, rounds: int = 4, packed: bool = True
+    policy: Any, corpus: list, batch: int, rounds: int = 4, packed: bool = True, cpu: bool = False
 ) -> float:
     """Decisions/s with ``batch`` episodes decided together (rounds of one decision each);
-    ``packed=False``: the model's own padded forward instead of ``vlnav.policy.packed``."""
+    ``packed=False``: the model's own padded forward instead of ``vlnav.policy.packed``.
+    ``cpu``: per second of this process's CPU time instead of wall time (on one thread, the
+    rate on a machine whose hypervisor gives every cycle to this guest)."""
     from vlnav.policy.agent import EpisodeContext
     from vlnav.policy.batched import BatchDecider
 
     eps = [corpus[i % len(corpus)] for i in range(batch)]
-    t0 = time.perf_counter()
+    clock = time.process_time if cpu else time.perf_counter
+    t0 = clock()
     n = 0
     if batch == 1:
         for instr, ds in eps * 8:
@@ -106,7 +109,7 @@ def decision_rate(
         for t in range(rounds):
             bd.decide({i: ds[min(t, len(ds) - 1)] for i, (_, ds) in enumerate(eps)})
             n += batch
-    return n / (time.perf_counter() - t0)
+    return n / (clock() - t0)
 
 
 def _agreement(policy: Any, corpus: list) -> float:
@@ -126,6 +129,12 @@ def _agreement(policy: Any, corpus: list) -> float:
                 ctx.commit(d.label)
     a, b = picks["float32"], picks["bfloat16"]
     return float(np.mean([x == y for x, y in zip(a, b)]))
+
+
+def _steal_note(steal: float | None) -> str:
+    if not steal:
+        return ""
+    return f" (the hypervisor took {100 * steal:.0f} % of the CPU time meanwhile: steal)"
 
 
 def run(
@@ -155,9 +164,10 @@ def run(
 
     torch.set_num_threads(1)
     res: dict[str, Any] = {"threads": 1}
-    from vlnav.bench import machine
+    from vlnav.bench import cpu_times, machine, steal_fraction
 
     res["machine"] = machine()
+    ticks = cpu_times()
     res["device"] = device
     if gpu:
         res["gpu"] = torch.cuda.get_device_name(device)
@@ -201,7 +211,15 @@ def run(
                 f"decisions ({dt}, {threads} thread{'s' * (threads > 1)}): batch {b}{how}: "
                 f"{r:,.1f}/s = {1000 / r:.2f} ms each"
             )
+            if threads == 1 and b == 32 and packed:
+                c = max(decision_rate(policy, corpus, b, packed=True, cpu=True) for _ in range(3))
+                res[key + "_cpu_time"] = c
+                print(f"  the same per CPU second (no steal): {c:,.1f}/s = {1000 / c:.2f} ms each")
         torch.set_num_threads(1)
+    # the share of the CPU the hypervisor gave to other guests meanwhile (high: slow figures)
+    res["steal_training_and_decisions"] = steal_fraction(ticks, ticks := cpu_times())
+    if res["steal_training_and_decisions"]:
+        print(_steal_note(res["steal_training_and_decisions"]).strip())
     res["bf16_agreement"] = _agreement(policy, corpus)
     print(f"bfloat16 takes the float32 decision {100 * res['bf16_agreement']:.1f}% of the time")
     policy.to(torch.float32)
@@ -223,6 +241,7 @@ def run(
         )
         prepare_data(env, progress=False)
         t0 = time.perf_counter()
+        ticks = cpu_times()
         ev = evaluate(
             env,
             "policy",
@@ -240,10 +259,11 @@ def run(
         res["eval_dtype"] = dtype
         res["eval_device"] = device
         res["eval_wall_s"] = time.perf_counter() - t0
+        res["steal_eval"] = steal_fraction(ticks, cpu_times())
         res["eval_metrics"] = ev.metrics
         print(
             f"evaluation of {ev.metrics['episodes']} episodes with {workers} workers: "
-            f"{res['eval_wall_s']:.0f} s"
+            f"{res['eval_wall_s']:.0f} s" + _steal_note(res["steal_eval"])
         )
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -184,6 +184,7 @@ class NavPolicy(nn.Module):
             else None
         )
         self._cache: dict[str, list[int]] = {}
+        self._words = _word_level_vocab(tokenizer)
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -234,6 +235,9 @@ class NavPolicy(nn.Module):
     # ------------------------------------------------------------ encoding
     def encode(self, text: str) -> list[int]:
         hit = self._cache.get(text)
+        if hit is None and self._words is not None:  # the word-level tokenizer, looked up here
+            vocab, unk = self._words
+            return [vocab.get(w, unk) for w in text.split()]
         if hit is None:
             hit = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             if len(self._cache) < 200_000:
@@ -653,6 +657,30 @@ def _mixture(moves: torch.Tensor, z: torch.Tensor, avail: torch.Tensor) -> torch
     stop = torch.where(none[..., 0], 0.0, nn.functional.logsigmoid(z))
     stop = torch.where(no_stop[..., 0] & ~none[..., 0], float("-inf"), stop)
     return torch.cat([moves, stop[..., None]], -1)
+
+
+def _word_level_vocab(tokenizer: Any) -> tuple[dict[str, int], int] | None:
+    """(vocabulary, unknown id) when ``tokenizer`` is a word-level one split on whitespace
+    alone (``build_tokenizer``'s), so that encoding is a lookup per word; else None."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    try:
+        state = json.loads(backend.to_str())
+    except Exception:  # noqa: BLE001 - any other tokenizer takes its own path
+        return None
+    model, pre = state.get("model") or {}, state.get("pre_tokenizer") or {}
+    if (
+        model.get("type") != "WordLevel"
+        or pre.get("type") != "WhitespaceSplit"
+        or state.get("normalizer") is not None
+    ):
+        return None
+    vocab = dict(model["vocab"])
+    for tok in state.get("added_tokens") or []:
+        vocab[tok["content"]] = tok["id"]
+    unk = vocab.get(model.get("unk_token", "<unk>"))
+    return (vocab, unk) if unk is not None else None
 
 
 def _takes_cache(lm: Any) -> bool:

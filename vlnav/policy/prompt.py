@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 
 from vlnav.perception.candidates import TextObservation
 
@@ -35,7 +36,12 @@ _WORD = re.compile(r"\w+|[^\w\s]")
 
 def words(text: str) -> list[str]:
     """Lower-case word / punctuation split (the tokenizer's pre-tokenisation)."""
-    return _WORD.findall(text.lower())
+    return list(_words(text))
+
+
+@lru_cache(maxsize=65536)
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(_WORD.findall(text.lower()))
 
 
 def header_text(instruction: str) -> str:
@@ -257,6 +263,7 @@ def _has_distances(caption) -> bool:
     )
 
 
+@lru_cache(maxsize=65536)
 def joined(name: str) -> str:
     """A multi-word name as one token: ``coffee table`` -> ``coffee_table``."""
     return "_".join(words(name))
