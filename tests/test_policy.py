@@ -227,6 +227,17 @@ def test_terse_prompt_is_the_matched_line_in_fewer_tokens():
     assert PolicyConfig(prompt="terse").prompt == "terse"
 
 
+def test_a_saved_tokenizer_without_the_terse_names_is_a_one_line_error(tmp_path):
+    from vlnav.train import _asset_words, check_tokenizer
+
+    old = build_tokenizer(["a living room with a coffee table ."], ["left", "right"])
+    with pytest.raises(VlnavError, match=r"runs/x/tokenizer has no '\w+_\w+'") as e:
+        check_tokenizer(old, "terse", "runs/x/tokenizer")
+    assert "\n" not in str(e.value)
+    check_tokenizer(old, "matched", "runs/x/tokenizer")  # other prompts: nothing to check
+    check_tokenizer(build_tokenizer([], _asset_words()), "terse", "runs/x/tokenizer")
+
+
 def test_matched_prompt_is_what_every_decision_path_encodes():
     """Training (episode_tensors), one episode (EpisodeContext) and the batched decider all
     see the marks of their own episode's instruction."""

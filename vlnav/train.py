@@ -475,6 +475,8 @@ class Trainer:
             from transformers import AutoTokenizer
 
             tok = AutoTokenizer.from_pretrained(tok_dir)
+            if not self.cfg.policy.pretrained:
+                check_tokenizer(tok, self.cfg.policy.prompt, tok_dir)
         else:
             texts = []
             for instr, ds in corpus:
@@ -827,6 +829,20 @@ def _tensorboard(folder: Path):
     except ImportError:
         return None
     return SummaryWriter(str(folder))
+
+
+def check_tokenizer(tok: Any, prompt: str, where: Path) -> None:
+    """A run folder's saved tokenizer must know the words its prompt style writes: one from
+    before the ``terse`` prompt lacks its joined names and would read them as <unk>."""
+    if prompt != "terse":
+        return
+    vocab = tok.get_vocab()
+    missing = [w for w in _asset_words() if "_" in w and w not in vocab]
+    if missing:
+        raise VlnavError(
+            f"{where} has no '{missing[0]}' (and {len(missing) - 1} more of the terse prompt's"
+            " names): it was built for another prompt; train into another out folder"
+        )
 
 
 def _asset_words() -> list[str]:

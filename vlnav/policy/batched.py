@@ -67,10 +67,10 @@ class BatchDecider:
         each: a round's many small operations (one attention call per episode and layer)
         keep every core busy that way, where one forward on k threads leaves them waiting
         on each other."""
-        k = torch.get_num_threads()
-        if k < 2 or len(slots) < 2 or self.device.type != "cpu":
+        threads = torch.get_num_threads()
+        if threads < 2 or len(slots) < 2 or self.device.type != "cpu":
             return self.fast.forward(emb, new_mask, pos, needed)
-        k = min(k, len(slots))
+        k = min(threads, len(slots))
         groups: list[list[int]] = [[] for _ in range(k)]
         total, done = sum(sizes), 0
         for s, n in zip(slots, sizes):  # consecutive slots, split by token count
@@ -87,7 +87,7 @@ class BatchDecider:
         try:
             outs = list(pool.map(lambda m: self.fast.forward(emb, m, pos, needed), masks))
         finally:
-            torch.set_num_threads(k)
+            torch.set_num_threads(threads)
         return torch.stack(outs).sum(0)  # each is zero outside its own slots
 
     @torch.no_grad()

@@ -234,10 +234,10 @@ class NavPolicy(nn.Module):
 
     # ------------------------------------------------------------ encoding
     def encode(self, text: str) -> list[int]:
-        hit = self._cache.get(text)
-        if hit is None and self._words is not None:  # the word-level tokenizer, looked up here
+        if self._words is not None:  # the word-level tokenizer: a lookup per word
             vocab, unk = self._words
             return [vocab.get(w, unk) for w in text.split()]
+        hit = self._cache.get(text)  # other tokenizers: each text once
         if hit is None:
             hit = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             if len(self._cache) < 200_000:
@@ -272,21 +272,15 @@ class NavPolicy(nn.Module):
     ) -> tuple[list[int], list[int], list[bool]]:
         """(token ids, view index per token (-1 outside candidates), available labels).
         ``earlier``: the episode's earlier observations (``policy.visited``, ``progress``)."""
-        ids, views, avail, _ = self.encode_step_full(decision, marks, earlier)
+        ids, views, avail, _, _ = self.encode_step_spans(decision, marks, earlier)
         return ids, views, avail
-
-    def encode_step_full(
-        self, decision: Decision, marks: dict[str, str] | None = None, earlier: list = ()
-    ) -> tuple[list[int], list[int], list[bool], list[int]]:
-        """As ``encode_step``, plus each label's token offset in the segment (-1: absent)."""
-        ids, views, avail, labpos, _ = self.encode_step_spans(decision, marks, earlier)
-        return ids, views, avail, labpos
 
     def encode_step_spans(
         self, decision: Decision, marks: dict[str, str] | None = None, earlier: list = ()
     ) -> tuple[list[int], list[int], list[bool], list[int], list[tuple[int, int]]]:
-        """As ``encode_step_full``, plus each label's line as a (start, end) token range of
-        the segment ((0, 0): absent; Stop's line ends before ``<ans>``)."""
+        """As ``encode_step``, plus each label's token offset in the segment (-1: absent) and
+        its line as a (start, end) token range of the segment ((0, 0): absent; Stop's line
+        ends before ``<ans>``)."""
         obs = decision.obs
         spans = [(0, 0)] * (len(LABELS) + 1)
         seen = visited_views(obs, [o.position for o in earlier], self.config.visited)
